@@ -1,0 +1,32 @@
+"""The learned-optimizer contract (DESIGN.md).
+
+* ``lopt.init_meta(key) -> theta``: the meta-parameters (a pytree of arrays);
+* ``lopt.init(theta, params) -> opt_state``: per-run state (momenta, step...);
+* ``lopt.update(theta, opt_state, grads, params, loss=None) -> (updates, opt_state)``:
+  ``updates`` are *added* to ``params`` (optax convention: descent is negative).
+
+Implementations are frozen dataclasses of static configuration, so they are
+hashable and can be closed over or passed as static arguments to ``jit``.
+Hand-designed baselines implement the same interface, with their
+hyper-parameters as theta, so every estimator and evaluation treats them alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+Theta = Any
+Params = Any
+OptState = Any
+
+
+@runtime_checkable
+class LearnedOptimizer(Protocol):
+    def init_meta(self, key: jax.Array) -> Theta: ...
+
+    def init(self, theta: Theta, params: Params) -> OptState: ...
+
+    def update(self, theta: Theta, opt_state: OptState, grads: Params, params: Params,
+               loss: jax.Array | None = None) -> tuple[Params, OptState]: ...

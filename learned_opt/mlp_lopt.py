@@ -1,0 +1,137 @@
+"""The per-parameter MLP learned optimizer.
+
+For every scalar parameter the optimizer builds a feature row and a small MLP
+(shared by all parameters) maps it to ``(direction, magnitude)``; the update is
+
+    update = -direction * exp(exp_mult * magnitude) * step_mult
+
+Per-row features, each normalised per tensor by its root-mean-square
+(``x / sqrt(mean(x^2) + 1e-5)``), so the optimizer sees the same scale whatever
+the layer: the parameter, the gradient, momenta at each of ``decays``, second
+moments at the same decays, ``momentum * rsqrt(second_moment)`` and
+``rsqrt(second_moment)``. A tanh embedding of the step count,
+``tanh(step / timescale - 1)``, is the same for every row, so it enters as a
+bias of the first layer (one small matmul per step, not one per parameter).
+
+Cost: the MLP runs on one ``(num_params, num_features)`` matrix built by
+concatenating every tensor's rows, so each layer is one large matmul whatever
+the number of tensors. Work is in float32; updates are cast to each leaf's dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+
+
+class MLPLOptState(NamedTuple):
+    momentum: object  # params-shaped tree, each leaf with a trailing (len(decays),) axis
+    second_moment: object  # same
+    step: jax.Array  # int32 scalar: updates applied so far
+
+
+def _rms_normalise(x: jax.Array) -> jax.Array:
+    """Normalise each trailing feature column of a (rows, features) block."""
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=0, keepdims=True) + 1e-5)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt:
+    hidden_sizes: tuple[int, ...] = (32, 32)
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    step_mult: float = 0.001
+    exp_mult: float = 0.001
+
+    @property
+    def num_features(self) -> int:
+        return 2 + 4 * len(self.decays)
+
+    # -- the network --------------------------------------------------------
+    def _forward(self, rows: jax.Array, time_features: jax.Array) -> jax.Array:
+        f_in = rows.shape[-1]
+        h0 = self.hidden_sizes[0]
+        w_in = hk.get_parameter("w_in", (f_in, h0), rows.dtype,
+                                hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
+        w_time = hk.get_parameter("w_time", (time_features.shape[-1], h0), rows.dtype,
+                                  hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
+        b_in = hk.get_parameter("b_in", (h0,), rows.dtype, jnp.zeros)
+        h = jax.nn.relu(rows @ w_in + (time_features @ w_time + b_in))
+        for size in self.hidden_sizes[1:]:
+            h = jax.nn.relu(hk.Linear(size)(h))
+        return hk.Linear(2, name="out")(h)
+
+    @property
+    def _net(self) -> hk.Transformed:
+        return hk.without_apply_rng(hk.transform(self._forward))
+
+    # -- the contract -------------------------------------------------------
+    def init_meta(self, key: jax.Array) -> dict:
+        rows = jnp.zeros((1, self.num_features), jnp.float32)
+        return self._net.init(key, rows, jnp.zeros((len(TIMESCALES),), jnp.float32))
+
+    def init(self, theta: dict, params) -> MLPLOptState:
+        del theta
+        d = len(self.decays)
+
+        def zeros(p):
+            return jnp.zeros((*jnp.shape(p), d), jnp.float32)
+
+        return MLPLOptState(momentum=jax.tree.map(zeros, params),
+                            second_moment=jax.tree.map(zeros, params),
+                            step=jnp.zeros((), jnp.int32))
+
+    def update(self, theta: dict, opt_state: MLPLOptState, grads, params,
+               loss: jax.Array | None = None):
+        del loss  # this architecture has no loss feature
+        if params is None:
+            raise ValueError("MLPLOpt.update needs params (it uses them as a feature)")
+        decays = jnp.asarray(self.decays, jnp.float32)
+        leaves_p, treedef = jax.tree.flatten(params)
+        leaves_g = treedef.flatten_up_to(grads)
+        leaves_m = treedef.flatten_up_to(opt_state.momentum)
+        leaves_v = treedef.flatten_up_to(opt_state.second_moment)
+
+        new_m, new_v, blocks, sizes = [], [], [], []
+        for p, g, m, v in zip(leaves_p, leaves_g, leaves_m, leaves_v):
+            p32 = jnp.asarray(p, jnp.float32).reshape(-1, 1)
+            g32 = jnp.asarray(g, jnp.float32).reshape(-1, 1)
+            m = decays * m.reshape(-1, len(self.decays)) + (1 - decays) * g32
+            v = decays * v.reshape(-1, len(self.decays)) + (1 - decays) * jnp.square(g32)
+            rsqrt = jax.lax.rsqrt(v + 1e-8)
+            feats = jnp.concatenate([p32, g32, m, v, m * rsqrt, rsqrt], axis=1)
+            blocks.append(_rms_normalise(feats))
+            sizes.append(p32.shape[0])
+            new_m.append(m.reshape(*jnp.shape(p), -1))
+            new_v.append(v.reshape(*jnp.shape(p), -1))
+
+        step_f = opt_state.step.astype(jnp.float32)
+        time_features = jnp.tanh(step_f / jnp.asarray(TIMESCALES, jnp.float32) - 1.0)
+        out = self._net.apply(theta, jnp.concatenate(blocks, axis=0), time_features)
+        delta = -out[:, 0] * jnp.exp(self.exp_mult * out[:, 1]) * self.step_mult
+
+        updates, start = [], 0
+        for p, n in zip(leaves_p, sizes):
+            updates.append(delta[start:start + n].reshape(jnp.shape(p)).astype(jnp.result_type(p)))
+            start += n
+        new_state = MLPLOptState(momentum=treedef.unflatten(new_m),
+                                 second_moment=treedef.unflatten(new_v),
+                                 step=opt_state.step + 1)
+        return treedef.unflatten(updates), new_state
+
+    def num_theta(self) -> int:
+        sizes = (self.num_features, *self.hidden_sizes, 2)
+        body = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        return body + len(TIMESCALES) * self.hidden_sizes[0]
+
+    def flops_per_param(self) -> int:
+        """Multiply-adds x 2 of the MLP for one parameter row (for FLOP budgets)."""
+        sizes = (self.num_features, *self.hidden_sizes, 2)
+        return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+

@@ -1,0 +1,1 @@
+"""Unrolled systems, gradient estimators, the outer loop, checkpoints and the CLI."""

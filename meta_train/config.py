@@ -1,0 +1,210 @@
+"""Experiment configuration: frozen dataclasses loaded from ``configs/*.toml``.
+
+A config file has the sections ``[task]``, ``[lopt]``, ``[estimator]`` and
+``[train]`` plus an optional top-level ``name``; every key is optional and
+defaults to the values below. Overrides use dotted keys,
+``--set estimator.num_particles=16``, with TOML values (``[64, 32]``, ``true``,
+``"relu"``; a bare word is taken as a string). An unknown key or a value of the
+wrong type raises ``ConfigError`` naming the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tomllib
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    dataset: str = "fashion_mnist"
+    image_size: int = 8
+    hidden_sizes: tuple[int, ...] = (32,)
+    activation: str = "relu"
+    batch_size: int = 128
+    horizon: int = 200  # T: inner training steps per episode
+    meta_loss_split: str = "train"  # where L_t is measured: "train" or "validation"
+    loss_cap: float = 0.0  # L_t is clipped to this; 0 means 1.5 * ln(num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class LOptConfig:
+    kind: str = "mlp"  # "mlp", or a baseline with theta = log learning rate: "adam", "sgdm"
+    hidden_sizes: tuple[int, ...] = (32, 32)
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    step_mult: float = 0.001
+    exp_mult: float = 0.001
+    learning_rate: float = 1e-3  # baselines' initial learning rate
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorConfig:
+    kind: str = "pes"
+    num_particles: int = 8  # particles, not pairs
+    trunc_len: int = 20  # K
+    sigma: float = 0.01  # standard deviation of each perturbation coordinate
+    antithetic: bool = True
+    stagger: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200  # outer iterations
+    learning_rate: float = 1e-3  # outer Adam
+    clip_grad_norm: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    log_every: int = 1
+    eval_every: int = 100  # 0: only at the start and the end
+    eval_seeds: int = 8
+    checkpoint_every: int = 100
+    max_to_keep: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    task: TaskConfig = TaskConfig()
+    lopt: LOptConfig = LOptConfig()
+    estimator: EstimatorConfig = EstimatorConfig()
+    train: TrainConfig = TrainConfig()
+
+
+_SECTION_TYPES = {"task": TaskConfig, "lopt": LOptConfig, "estimator": EstimatorConfig,
+                  "train": TrainConfig}
+
+
+def valid_keys() -> list[str]:
+    keys = ["name"]
+    for section, cls in _SECTION_TYPES.items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's annotation; return the canonical value."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        elem = typing.get_args(annotation)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(key, v, elem) for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r}")  # a bug in this module
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    sections: dict[str, Any] = {}
+    name = Config.name
+    for key, value in data.items():
+        if key == "name":
+            name = _coerce("name", value, str)
+            continue
+        if key not in _SECTION_TYPES or not isinstance(value, dict):
+            raise ConfigError(f"unknown config key {key!r}; valid keys: "
+                              + ", ".join(["name", *(f"[{s}]" for s in _SECTION_TYPES)]))
+        cls = _SECTION_TYPES[key]
+        types_ = _field_types(cls)
+        kwargs = {}
+        for sub, v in value.items():
+            if sub not in types_:
+                raise ConfigError(f"unknown config key '{key}.{sub}'; valid keys in [{key}]: "
+                                  + ", ".join(types_))
+            kwargs[sub] = _coerce(f"{key}.{sub}", v, types_[sub])
+        sections[key] = cls(**kwargs)
+    return Config(name=name, **sections)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+    out: dict[str, Any] = {"name": config.name}
+    for section in _SECTION_TYPES:
+        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", parsed)``; value is TOML, else a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "name":
+            data["name"] = value
+            continue
+        section, _, sub = key.partition(".")
+        if section not in _SECTION_TYPES or not sub:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: "
+                              + ", ".join(valid_keys()))
+        data.setdefault(section, {})[sub] = value
+    return data
+
+
+def load(path: str | pathlib.Path | None, overrides: list[str] = ()) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = pathlib.Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        data.setdefault("name", path.stem)
+    return from_dict(apply_overrides(data, list(overrides)))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def dumps(config: Config) -> str:
+    data = to_dict(config)
+    lines = [f"name = {_toml_value(data.pop('name'))}"]
+    for section, values in data.items():
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+

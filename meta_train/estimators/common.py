@@ -1,0 +1,41 @@
+"""Pieces shared by the estimators: perturbations, particle layout, finiteness."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def gaussian_like(key: jax.Array, tree, sigma: float, leading: tuple[int, ...] = ()):
+    """Independent N(0, sigma^2) noise shaped like ``tree`` with ``leading`` axes."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([
+        sigma * jax.random.normal(k, leading + jnp.shape(x), jnp.result_type(x))
+        for k, x in zip(keys, leaves)])
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def where_tree(cond: jax.Array, a, b):
+    """Per-particle select: ``cond`` broadcasts against each leaf's leading axes."""
+    def sel(x, y):
+        c = jnp.reshape(cond, cond.shape + (1,) * (jnp.ndim(x) - cond.ndim))
+        return jnp.where(c, x, y)
+    return jax.tree.map(sel, a, b)
+
+
+def split_particles(num_particles: int, antithetic: bool) -> tuple[int, int]:
+    """Return ``(num_signs, num_groups)``: particles are laid out ``[sign, group]``."""
+    if num_particles < 1:
+        raise ValueError("num_particles must be >= 1")
+    if antithetic:
+        if num_particles % 2:
+            raise ValueError(f"antithetic sampling needs an even num_particles, "
+                             f"got {num_particles}")
+        return 2, num_particles // 2
+    return 1, num_particles

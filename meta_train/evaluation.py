@@ -1,0 +1,34 @@
+"""Inner training runs with a fixed theta, on fixed seeds, to measure an optimizer."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+EVAL_KEY = 20211  # fixed, so every run and every theta is judged on the same seeds
+
+
+@functools.partial(jax.jit, static_argnames=("num_seeds", "num_steps"))
+def training_curves(system, theta, key: jax.Array, num_seeds: int, num_steps: int) -> jax.Array:
+    """Per-step losses ``[num_seeds, num_steps]`` of fresh episodes run with ``theta``."""
+    def one(k):
+        k_init, k_steps = jax.random.split(k)
+
+        def body(state, step_key):
+            return system.step(theta, state, step_key)
+
+        _, losses = jax.lax.scan(body, system.init(theta, k_init),
+                                 jax.random.split(k_steps, num_steps))
+        return losses
+
+    return jax.vmap(one)(jax.random.split(key, num_seeds))
+
+
+def evaluate(system, theta, num_seeds: int = 8, num_steps: int | None = None) -> dict:
+    """Mean and final per-step loss over ``num_seeds`` fixed seeds (default: one horizon)."""
+    curves = training_curves(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds,
+                             num_steps or system.horizon)
+    return {"eval_loss": float(jnp.mean(curves)),
+            "eval_final_loss": float(jnp.mean(curves[:, -1]))}

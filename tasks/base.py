@@ -1,0 +1,35 @@
+"""The Task contract (DESIGN.md).
+
+A task is an inner training problem, pure and jittable:
+
+* ``task.init(key) -> params``: a fresh parameter pytree;
+* ``task.loss(params, batch) -> scalar``: the training objective on a batch;
+* ``task.batch(key, split) -> batch``: a batch drawn *on device* from arrays
+  already resident in device memory (``split`` is ``"train"``, ``"validation"``
+  or ``"test"``, a Python string, so it is static under ``jit``).
+
+Concrete tasks are registered pytrees: their arrays (the dataset) are leaves and
+their configuration is static, so passing a task into a jitted function passes
+the data as an argument instead of baking it into the compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+Params = Any
+Batch = Any
+SPLITS = ("train", "validation", "test")
+
+
+@runtime_checkable
+class Task(Protocol):
+    num_classes: int
+
+    def init(self, key: jax.Array) -> Params: ...
+
+    def loss(self, params: Params, batch: Batch) -> jax.Array: ...
+
+    def batch(self, key: jax.Array, split: str) -> Batch: ...

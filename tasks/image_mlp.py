@@ -1,0 +1,94 @@
+"""Image classification with a multi-layer perceptron.
+
+Parameters are a plain nested dict ``{"layer_i": {"w": (fan_in, fan_out), "b": (fan_out,)}}``
+initialised with LeCun-normal weights and zero biases; the loss is mean softmax
+cross-entropy. Batches are drawn with replacement, uniformly, inside ``jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from tasks.datasets import Dataset
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "sigmoid": jax.nn.sigmoid,
+    "swish": jax.nn.swish,
+}
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
+                   meta_fields=["hidden_sizes", "activation", "batch_size"])
+@dataclasses.dataclass(frozen=True)
+class ImageMLPTask:
+    data: Dataset
+    hidden_sizes: tuple[int, ...] = (32,)
+    activation: str = "relu"
+    batch_size: int = 128
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; "
+                             f"choose from {sorted(ACTIVATIONS)}")
+        if self.batch_size < 1 or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError("batch_size and hidden sizes must be positive")
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return (math.prod(self.data.image_shape), *self.hidden_sizes, self.num_classes)
+
+    @property
+    def name(self) -> str:
+        hidden = "x".join(map(str, self.hidden_sizes)) or "linear"
+        h = self.data.image_shape[0]
+        return f"mlp{hidden}_{self.activation}_{self.data.name}{h}_b{self.batch_size}"
+
+    def init(self, key: jax.Array) -> dict:
+        sizes = self.layer_sizes
+        keys = jax.random.split(key, len(sizes) - 1)
+        return {
+            f"layer_{i}": {
+                "w": jax.random.normal(k, (n_in, n_out)) / math.sqrt(n_in),
+                "b": jnp.zeros((n_out,)),
+            }
+            for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
+        }
+
+    def apply(self, params: dict, images: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        h = images.reshape(images.shape[0], -1)
+        n = len(params)
+        for i in range(n):
+            layer = params[f"layer_{i}"]
+            h = h @ layer["w"] + layer["b"]
+            if i < n - 1:
+                h = act(h)
+        return h
+
+    def loss(self, params: dict, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        images, labels = batch
+        logits = self.apply(params, images)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+    def accuracy(self, params: dict, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        images, labels = batch
+        return jnp.mean(jnp.argmax(self.apply(params, images), -1) == labels)
+
+    def batch(self, key: jax.Array, split: str = "train") -> tuple[jax.Array, jax.Array]:
+        x, y = self.data.split(split)
+        idx = jax.random.randint(key, (self.batch_size,), 0, x.shape[0])
+        return x[idx], y[idx]
