@@ -55,7 +55,7 @@ def make_outer_step(outer_opt: optax.GradientTransformation) -> Callable:
         theta = optax.apply_updates(state.theta, updates)
         theta, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                         (theta, opt_state), (state.theta, state.outer_opt_state))
-        metrics = dict(metrics, grad_norm=optax.global_norm(grad),
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grad),
                        skipped=(~finite).astype(jnp.int32))
         return MetaState(state.step + 1, theta, opt_state, est_state, state.key), metrics
 

@@ -1,0 +1,73 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, TINY
+
+
+def _lopt(*args, cwd=ROOT, timeout=300):
+    exe = shutil.which("lopt")
+    cmd = [exe] if exe else [sys.executable, "-m", "meta_train.cli"]
+    return subprocess.run(cmd + list(args), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    sets = [a for s in TINY + ["train.steps=4", "train.checkpoint_every=2"] for a in ("--set", s)]
+    proc = _lopt("meta-train", "--config", "configs/default.toml", *sets, "--out", str(out))
+    return proc, out
+
+
+def test_meta_train_end_to_end(cli_run):
+    proc, out = cli_run
+    assert proc.returncode == 0, proc.stderr
+    assert "meta-train" in proc.stderr and "4/4" in proc.stderr  # the progress bar
+    assert "particle inner-steps/s" in proc.stdout
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 4
+    assert (out / "config.toml").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+
+
+def test_resume_extends_a_run(cli_run):
+    _, out = cli_run
+    proc = _lopt("meta-train", "--out", str(out), "--resume", "--set", "train.steps=6",
+                 "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed" in proc.stdout
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6 and 5 in steps
+
+
+def test_existing_run_is_not_overwritten(cli_run):
+    _, out = cli_run
+    proc = _lopt("meta-train", "--config", "configs/default.toml", "--out", str(out))
+    assert proc.returncode == 2
+    assert "already holds a run" in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "estimator.num_particle=4"], "unknown config key 'estimator.num_particle'"),
+    (["--set", "train.steps=abc"], "train.steps: expected an integer"),
+    (["--set", "task.dataset=imagenet"], "unknown dataset 'imagenet'"),
+])
+def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
+    proc = _lopt("meta-train", "--config", "configs/default.toml", *args,
+                 "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_list_shows_configs_datasets_and_suites():
+    proc = _lopt("list")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("configs/default.toml", "fashion_mnist", "held-out", "estimator.num_particles"):
+        assert word in proc.stdout

@@ -1,0 +1,111 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from learned_opt import SGDM, Adam, MLPLOpt, as_optax
+
+
+@pytest.fixture(scope="module")
+def lopt_and_theta():
+    lopt = MLPLOpt(hidden_sizes=(16, 16))
+    return lopt, lopt.init_meta(jax.random.PRNGKey(0))
+
+
+def _mixed_params():
+    return {"dense": {"w": jnp.ones((3, 4)), "b": jnp.zeros((4,))},
+            "scale": jnp.asarray(2.0),
+            "blocks": [jnp.full((2,), 0.5), (jnp.ones((1, 2, 2), jnp.bfloat16),)]}
+
+
+def test_theta_size_and_features(lopt_and_theta):
+    lopt, theta = lopt_and_theta
+    n = sum(x.size for x in jax.tree.leaves(theta))
+    assert n == lopt.num_theta()
+    assert theta["~"]["w_in"].shape == (lopt.num_features, 16)
+
+
+def test_update_shapes_dtypes_and_step(lopt_and_theta):
+    lopt, theta = lopt_and_theta
+    params = _mixed_params()
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.1, params)
+    state = lopt.init(theta, params)
+    updates, state = jax.jit(lopt.update)(theta, state, grads, params)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+        assert u.shape == p.shape and u.dtype == p.dtype
+        assert np.all(np.isfinite(np.asarray(u, np.float32)))
+    assert int(state.step) == 1
+    # updates are small at initialisation: step_mult scales them
+    assert max(float(jnp.max(jnp.abs(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates)) < 0.05
+
+
+def test_time_feature_changes_updates(lopt_and_theta):
+    lopt, theta = lopt_and_theta
+    params = _mixed_params()
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = lopt.init(theta, params)
+    u0, _ = lopt.update(theta, state, grads, params)
+    u1, _ = lopt.update(theta, state._replace(step=jnp.asarray(1000, jnp.int32)), grads, params)
+    assert not np.allclose(u0["dense"]["w"], u1["dense"]["w"])
+
+
+def test_as_optax_in_a_plain_loop_matches_internal_update(lopt_and_theta):
+    lopt, theta = lopt_and_theta
+    opt = optax.chain(as_optax(lopt, theta))
+    params = {"w": jnp.ones((5, 3)), "b": [jnp.zeros(3), jnp.asarray(1.0)]}
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+
+    def loss_fn(p):
+        return jnp.mean((x @ p["w"] + p["b"][0] + p["b"][1]) ** 2)
+
+    @jax.jit
+    def train_step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = opt.update(grads, opt_state, params, loss=loss)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state = opt.init(params)
+    p_ref, s_ref = params, lopt.init(theta, params)
+    for _ in range(3):
+        grads = jax.grad(loss_fn)(p_ref)
+        u_ref, s_ref = lopt.update(theta, s_ref, grads, p_ref)
+        p_ref = optax.apply_updates(p_ref, u_ref)
+        params, opt_state, _ = train_step(params, opt_state)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_adam_baseline_matches_optax():
+    params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3)}
+    ours = Adam(learning_rate=0.01)
+    theta = ours.init_meta(None)
+    ref = optax.adam(0.01)
+    s_ours, s_ref = ours.init(theta, params), ref.init(params)
+    for i in range(4):
+        grads = {"w": jnp.sin(params["w"] * (i + 1))}
+        u_ours, s_ours = ours.update(theta, s_ours, grads, params)
+        u_ref, s_ref = ref.update(grads, s_ref, params)
+        np.testing.assert_allclose(u_ours["w"], u_ref["w"], rtol=1e-5)
+
+
+def test_sgdm_baseline_matches_optax():
+    params = {"w": jnp.linspace(-1, 1, 6)}
+    ours = SGDM(learning_rate=0.1, momentum=0.9)
+    theta = ours.init_meta(None)
+    ref = optax.sgd(0.1, momentum=0.9)
+    s_ours, s_ref = ours.init(theta, params), ref.init(params)
+    for i in range(4):
+        grads = {"w": jnp.cos(params["w"] * (i + 1))}
+        u_ours, s_ours = ours.update(theta, s_ours, grads, params)
+        u_ref, s_ref = ref.update(grads, s_ref, params)
+        np.testing.assert_allclose(u_ours["w"], u_ref["w"], rtol=1e-5)
+
+
+def test_update_without_params_is_a_clear_error(lopt_and_theta):
+    lopt, theta = lopt_and_theta
+    params = {"w": jnp.ones(2)}
+    opt = as_optax(lopt, theta)
+    with pytest.raises(ValueError, match="needs params"):
+        opt.update(params, opt.init(params))

@@ -1,0 +1,77 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tasks import HELD_OUT_SUITES, ImageMLPFamily, ImageMLPTask, load_dataset
+from tasks.datasets import DatasetError
+
+
+def test_embedded_fashion_mnist_splits_shapes_ranges():
+    ds = load_dataset("fashion_mnist", 8)
+    assert ds.x_train.shape == (50_000, 8, 8, 1)
+    assert ds.x_validation.shape == (10_000, 8, 8, 1)
+    assert ds.x_test.shape == (10_000, 8, 8, 1)
+    assert ds.x_train.dtype == jnp.float32 and ds.y_train.dtype == jnp.int32
+    assert 0.0 <= float(ds.x_train.min()) and float(ds.x_train.max()) <= 1.0
+    assert float(ds.x_train.max()) > 0.9  # real images, not blank
+    counts = np.bincount(np.asarray(ds.y_train), minlength=10)
+    assert np.all(counts > 4000)  # Fashion-MNIST is balanced
+
+
+def test_embedded_full_resolution_subset():
+    ds = load_dataset("fashion_mnist", 28)
+    assert ds.x_train.shape[1:] == (28, 28, 1)
+    assert len(ds.x_train) + len(ds.x_validation) == 6000
+    assert len(ds.x_test) == 1000
+
+
+def test_unknown_dataset_and_size_errors():
+    with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
+        load_dataset("nope")
+    with pytest.raises(DatasetError, match="image_size"):
+        load_dataset("fashion_mnist", 16)
+
+
+def test_image_mlp_learns_with_sgd():
+    task = ImageMLPTask(load_dataset("fashion_mnist", 8), hidden_sizes=(32,), batch_size=128)
+    params = task.init(jax.random.PRNGKey(0))
+    assert params["layer_0"]["w"].shape == (64, 32)
+
+    @jax.jit
+    def step(params, key):
+        grads = jax.grad(task.loss)(params, task.batch(key, "train"))
+        return jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+
+    val = task.batch(jax.random.PRNGKey(99), "validation")
+    before = float(task.loss(params, val))
+    for k in jax.random.split(jax.random.PRNGKey(1), 300):
+        params = step(params, k)
+    after = float(task.loss(params, val))
+    assert after < 0.8 < before
+    assert float(task.accuracy(params, val)) > 0.7
+
+
+def test_batches_are_drawn_from_the_named_split():
+    task = ImageMLPTask(load_dataset("fashion_mnist", 8), batch_size=16)
+    x, y = task.batch(jax.random.PRNGKey(0), "test")
+    assert x.shape == (16, 8, 8, 1) and y.shape == (16,)
+    test_rows = np.asarray(task.data.x_test).reshape(len(task.data.x_test), -1)
+    first = np.asarray(x[0]).reshape(-1)
+    assert np.any(np.all(test_rows == first, axis=1))
+
+
+def test_family_samples_differ_and_are_reproducible():
+    fam = ImageMLPFamily()
+    specs = [fam.sample(s) for s in range(8)]
+    assert specs == [fam.sample(s) for s in range(8)]
+    assert len({(s.hidden_sizes, s.activation) for s in specs}) > 4
+    for s in specs:
+        assert 1 <= len(s.hidden_sizes) <= 3
+        assert all(16 <= w <= 128 for w in s.hidden_sizes)
+
+
+def test_held_out_suites_exclude_the_default_task():
+    for specs in HELD_OUT_SUITES.values():
+        for s in specs:
+            assert (s.hidden_sizes, s.activation, s.image_size, s.batch_size) != ((32,), "relu", 8, 128)
