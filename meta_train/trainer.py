@@ -27,6 +27,7 @@ from meta_train.builders import build_estimator, build_outer_optimizer, build_sy
 from meta_train.checkpoint import Checkpointer
 from meta_train.estimators.common import all_finite
 from meta_train.evaluation import evaluate
+from meta_train.sharding import meta_state_shardings, particle_mesh
 
 
 class MetaState(NamedTuple):
@@ -45,7 +46,9 @@ def init_meta_state(estimator, outer_opt: optax.GradientTransformation, seed: in
                      estimator_state=jax.jit(estimator.init)(theta, k_est), key=k_run)
 
 
-def make_outer_step(outer_opt: optax.GradientTransformation) -> Callable:
+def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None) -> Callable:
+    """The jitted outer iteration; ``shardings`` (a MetaState of NamedShardings) keeps
+    the particle axis sharded across iterations (``meta_train.sharding``)."""
     def outer_step(estimator, state: MetaState):
         key = jax.random.fold_in(state.key, state.step)
         grad, est_state, metrics = estimator.estimate(state.theta, state.estimator_state, key)
@@ -59,7 +62,18 @@ def make_outer_step(outer_opt: optax.GradientTransformation) -> Callable:
                        skipped=(~finite).astype(jnp.int32))
         return MetaState(state.step + 1, theta, opt_state, est_state, state.key), metrics
 
-    return jax.jit(outer_step)
+    if shardings is None:
+        return jax.jit(outer_step)
+    return jax.jit(outer_step, out_shardings=(shardings, None))
+
+
+def distribute(estimator, state: MetaState, devices=None) -> tuple[MetaState, Any, int]:
+    """Shard ``state``'s particle axis over the devices; returns (state, shardings, count)."""
+    mesh = particle_mesh(estimator.layout[1], devices)
+    if mesh is None:
+        return state, None, 1
+    shardings = meta_state_shardings(state, mesh)
+    return jax.device_put(state, shardings), shardings, mesh.devices.size
 
 
 @dataclasses.dataclass
@@ -112,7 +126,10 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
         write({"step": 0, **eval_before})
         log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
 
-    outer_step = make_outer_step(outer_opt)
+    state, shardings, num_devices = distribute(estimator, state)
+    if num_devices > 1:
+        log(f"particles sharded over {num_devices} devices")
+    outer_step = make_outer_step(outer_opt, shardings)
     bar = _progress(tc.steps, start_step, progress)
     steps_per_call = estimator.num_particles * estimator.trunc_len
     rate, timed_steps, timed_seconds = 0.0, 0, 0.0

@@ -1,0 +1,161 @@
+"""Benchmark W1 (shared/BENCHMARKS.md): the standard PES meta-training step.
+
+Inner task: MLP 784-128-10 (ReLU), softmax cross-entropy, batch 128, random
+28x28x1 images; learned optimizer MLPLOpt 2x32; PES, K=20, T=200, sigma 0.01,
+outer Adam 1e-3 - all through the public API. Per configuration it prints:
+particle inner-steps/s (median over timed blocks after warm-up), warm-up time
+including compilation, peak RSS of a fresh process, and the fraction of the
+FLOP-bound limit (FLOPs of one particle step / float32 matmul throughput timed
+in the same run).
+
+    python bench/w1.py                      # N=8, K=20, T=200
+    python bench/w1.py --particles 32 --trunc-len 50
+    python bench/w1.py --sweep              # N in {2,8,32}; K in {10,50}; T in {200,2000,20000}
+
+Each configuration runs in its own subprocess so its peak RSS is its own.
+The last line is the summary figure for N=8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REFERENCE = {2: 122.0, 8: 98.0, 32: 89.0}  # learned_optimization, BENCHMARKS.md
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dot(a, a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def flops_per_particle_step(task, lopt) -> float:
+    sizes = task.layer_sizes
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    inner = 3 * 2 * task.batch_size * weights  # forward + backward
+    meta_loss = 2 * task.batch_size * weights  # forward on a fresh batch
+    return inner + meta_loss + lopt.flops_per_param() * params
+
+
+def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
+            blocks: int, tiny: bool) -> dict:
+    t_start = time.perf_counter()
+    import jax
+    import jax.numpy as jnp
+
+    from learned_opt import MLPLOpt
+    from meta_train.estimators import PES
+    from meta_train.systems import LearnedOptimizerSystem
+    from meta_train.trainer import init_meta_state, make_outer_step
+    from tasks.datasets import Dataset
+    from tasks.image_mlp import ImageMLPTask
+    import optax
+
+    side, hidden, batch, n = (8, 16, 16, 256) if tiny else (28, 128, 128, 10_000)
+    k = jax.random.split(jax.random.PRNGKey(0), 2)
+    x = jax.random.uniform(k[0], (n, side, side, 1))
+    y = jax.random.randint(k[1], (n,), 0, 10)
+    data = Dataset("random", 10, x, y, x[: n // 10], y[: n // 10], x[: n // 10], y[: n // 10])
+    task = ImageMLPTask(data, hidden_sizes=(hidden,), batch_size=batch)
+    lopt = MLPLOpt(hidden_sizes=(32, 32))
+    system = LearnedOptimizerSystem(task=task, lopt=lopt, horizon=horizon, loss_cap=3.45)
+    est = PES(system, num_particles=particles, trunc_len=trunc_len, sigma=0.01)
+    outer = optax.adam(1e-3)
+    step = make_outer_step(outer)
+    state = init_meta_state(est, outer, seed=0)
+    for _ in range(warmup):
+        state, metrics = step(est, state)
+    jax.block_until_ready(state)
+    warmup_s = time.perf_counter() - t_start
+    per_block = max(1, iters // blocks)
+    rates = []
+    for _ in range(blocks):
+        t0 = time.perf_counter()
+        for _ in range(per_block):
+            state, metrics = step(est, state)
+        jax.block_until_ready(state)
+        rates.append(particles * trunc_len * per_block / (time.perf_counter() - t0))
+    import resource
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    flops = flops_per_particle_step(task, lopt)
+    peak_flops = matmul_flops_per_s()
+    rate = statistics.median(rates)
+    return {"particles": particles, "trunc_len": trunc_len, "horizon": horizon,
+            "steps_per_s": rate, "warmup_s": warmup_s, "peak_rss_mb": peak_mb,
+            "mflop_per_step": flops / 1e6, "matmul_gflops": peak_flops / 1e9,
+            "limit_steps_per_s": peak_flops / flops, "fraction_of_limit": rate * flops / peak_flops,
+            "meta_loss": float(metrics["meta_loss"]), "device": str(jax.devices()[0].platform)}
+
+
+def in_subprocess(args, particles, trunc_len, horizon) -> dict:
+    cmd = [sys.executable, __file__, "--one", "--particles", str(particles), "--trunc-len",
+           str(trunc_len), "--horizon", str(horizon), "--iters", str(args.iters),
+           "--warmup", str(args.warmup), "--blocks", str(args.blocks)] + (["--tiny"] if args.tiny else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def row(r: dict) -> str:
+    ref = REFERENCE.get(r["particles"]) if r["trunc_len"] == 20 and r["horizon"] == 200 else None
+    vs = f"{r['steps_per_s'] / ref:5.1f}x" if ref else "   - "
+    return (f"| {r['particles']:3d} | {r['trunc_len']:3d} | {r['horizon']:6d} | "
+            f"{r['steps_per_s']:8.0f} | {vs} | {r['warmup_s']:6.1f} | {r['peak_rss_mb']:7.0f} | "
+            f"{100 * r['fraction_of_limit']:5.1f}% |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--particles", type=int, default=8)
+    p.add_argument("--trunc-len", type=int, default=20)
+    p.add_argument("--horizon", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--sweep", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.particles, args.trunc_len, args.horizon, args.warmup,
+                                 args.iters, args.blocks, args.tiny)))
+        return
+    configs = [(args.particles, args.trunc_len, args.horizon)]
+    if args.sweep:
+        configs = ([(n, 20, 200) for n in (2, 8, 32)] + [(8, k, 200) for k in (10, 50)]
+                   + [(8, 20, t) for t in (2000, 20000)])
+    print(f"# W1{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+          f"command: python bench/w1.py {' '.join(sys.argv[1:])}")
+    print("| N | K | T | particle-steps/s | vs l_o | warm-up s | peak RSS MB | of limit |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for n, k, t in configs:
+        r = in_subprocess(args, n, k, t)
+        results.append(r)
+        print(row(r), flush=True)
+    r0 = results[0]
+    print(f"# one particle step = {r0['mflop_per_step']:.0f} MFLOP; float32 matmul "
+          f"{r0['matmul_gflops']:.0f} GFLOP/s -> limit {r0['limit_steps_per_s']:.0f} "
+          f"particle-steps/s on {r0['device']}")
+    n8 = next((r for r in results if r["particles"] == 8), r0)
+    print(f"W1 N={n8['particles']} K={n8['trunc_len']} T={n8['horizon']}: "
+          f"{n8['steps_per_s']:.0f} particle inner-steps/s")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
