@@ -1,0 +1,20 @@
+"""The benchmark scripts run (tiny shapes; not timed)."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_w1_smoke():
+    proc = subprocess.run([sys.executable, "bench/w1.py", "--tiny", "--particles", "4",
+                           "--trunc-len", "3", "--horizon", "10", "--warmup", "1",
+                           "--iters", "2", "--blocks", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("# W1") and "command: python bench/w1.py" in lines[0]
+    row = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert row[:3] == ["4", "3", "10"]
+    assert float(row[3]) > 0 and float(row[6]) > 0  # steps/s, peak RSS
+    assert lines[-1].startswith("W1 N=4 K=3 T=10:")
