@@ -3,12 +3,15 @@
 See ``learned_opt.base`` for the contract. ``MLPLOpt`` is the default learned
 optimizer; ``Adam`` and ``SGDM`` are hand-designed baselines behind the same
 interface; ``as_optax(lopt, theta)`` turns any of them into an optax
-``GradientTransformationExtraArgs``.
+``GradientTransformationExtraArgs``; ``save`` writes a standalone artifact
+(theta + architecture + card, Orbax) and ``load_optax(path)`` reads it back.
 """
 
 from learned_opt.base import LearnedOptimizer
 from learned_opt.baselines import SGDM, Adam
+from learned_opt.export import OptimizerFileError, load, load_optax, save
 from learned_opt.mlp_lopt import MLPLOpt
 from learned_opt.optax_export import as_optax
 
-__all__ = ["LearnedOptimizer", "MLPLOpt", "Adam", "SGDM", "as_optax"]
+__all__ = ["LearnedOptimizer", "MLPLOpt", "Adam", "SGDM", "as_optax", "load_optax", "load",
+           "save", "OptimizerFileError"]

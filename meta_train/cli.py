@@ -1,6 +1,8 @@
 """The ``lopt`` command line.
 
     lopt meta-train --config configs/NAME.toml [--set key=value ...] [--out DIR] [--resume]
+    lopt export --run DIR --out PATH
+    lopt eval --optimizer PATH_OR_NAME [--tasks SUITE] [--steps N] [--seeds S] [--out DIR]
     lopt list
 
 Errors a user can fix (a bad config key or value, a missing dataset, an unusable
@@ -16,9 +18,11 @@ import sys
 from meta_train import config as config_lib
 from meta_train.checkpoint import CheckpointError
 from meta_train.config import ConfigError
+from learned_opt.export import OptimizerFileError
 from tasks.datasets import DatasetError
 
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError)
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, OptimizerFileError, FileExistsError)
+SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
 RESUME_OVERRIDABLE = "train."
 
 
@@ -64,6 +68,61 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from meta_train.run_export import export_run
+
+    path = export_run(args.run, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def resolve_optimizer(name: str):
+    """An artifact path, a run directory, or the name of a shipped optimizer."""
+    import learned_opt
+    from meta_train.run_export import theta_from_run
+
+    path = pathlib.Path(name)
+    if (path / "config.toml").exists() and (path / "checkpoints").exists():
+        lopt, theta, _ = theta_from_run(path)
+        return lopt, theta
+    if not path.exists() and (SHIPPED / name).is_dir():
+        path = SHIPPED / name
+    if not path.exists():
+        shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+        raise OptimizerFileError(f"{name}: no such artifact, run directory or shipped optimizer "
+                                 f"(shipped: {', '.join(shipped) or 'none'})")
+    lopt, theta, _ = learned_opt.load(path)
+    return lopt, theta
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from meta_train import eval_suite
+    from tasks.family import HELD_OUT_SUITES
+
+    if args.tasks not in HELD_OUT_SUITES:
+        raise ConfigError(f"unknown task suite {args.tasks!r}; valid: {', '.join(HELD_OUT_SUITES)}")
+    if args.steps < 10 or args.seeds < 1:
+        raise ConfigError("--steps must be >= 10 and --seeds >= 1")
+    lopt, theta = resolve_optimizer(args.optimizer)
+    specs = {eval_suite.spec_name(s): s for s in HELD_OUT_SUITES[args.tasks]}
+    total = len(specs) * (1 + len(eval_suite.BASELINE_GRIDS))
+    with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
+        def progress(msg):
+            bar.set_postfix_str(msg)
+            bar.update(1)
+        results = eval_suite.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=args.steps,
+                                            seeds=args.seeds, progress=progress)
+    results["optimizer"] = str(args.optimizer)
+    results["suite"] = args.tasks
+    out = pathlib.Path(args.out or pathlib.Path("runs") / "eval")
+    pngs = eval_suite.write_outputs(results, out)
+    print(eval_suite.table(results))
+    print(f"wrote {out / 'eval.json'} and {len(pngs)} plots")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     del args
     from tasks.datasets import available_datasets
@@ -80,6 +139,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: " + "; ".join(
             f"mlp {list(s.hidden_sizes)} {s.activation} {s.image_size}x{s.image_size} "
             f"b{s.batch_size}" for s in specs))
+    shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+    print("shipped optimizers: " + (", ".join(shipped) or "none"))
     print("learned optimizers: mlp (default); baselines: adam, sgdm")
     print("config keys: " + ", ".join(config_lib.valid_keys()))
     return 0
@@ -96,6 +157,19 @@ def parser() -> argparse.ArgumentParser:
     mt.add_argument("--resume", action="store_true", help="continue the run in --out")
     mt.add_argument("--no-progress", action="store_true", help="no progress bar")
     mt.set_defaults(func=cmd_meta_train)
+    ex = sub.add_parser("export", help="write a run's optimizer as a standalone artifact")
+    ex.add_argument("--run", required=True, help="a run directory (runs/NAME)")
+    ex.add_argument("--out", required=True, help="artifact directory to create")
+    ex.set_defaults(func=cmd_export)
+    ev = sub.add_parser("eval", help="evaluate an optimizer on held-out tasks vs tuned baselines")
+    ev.add_argument("--optimizer", required=True,
+                    help="artifact path, run directory, or shipped optimizer name")
+    ev.add_argument("--tasks", default="default", help="held-out suite (see `lopt list`)")
+    ev.add_argument("--steps", type=int, default=200)
+    ev.add_argument("--seeds", type=int, default=4)
+    ev.add_argument("--out", help="output directory (default runs/eval)")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     ls = sub.add_parser("list", help="configs, datasets, task suites, optimizers")
     ls.set_defaults(func=cmd_list)
     return p

@@ -63,6 +63,9 @@ class ImageMLPFamily:
 
 HELD_OUT_SUITES: dict[str, tuple[ImageMLPSpec, ...]] = {
     # Not the default task (MLP 32 relu, 8x8, batch 128) nor any sampled at width 32.
+    "tiny": (  # for tests: compiles and runs in seconds
+        ImageMLPSpec(hidden_sizes=(8,), activation="tanh", batch_size=32),
+    ),
     "small": (
         ImageMLPSpec(hidden_sizes=(64,), activation="tanh"),
         ImageMLPSpec(hidden_sizes=(48, 48), activation="relu", batch_size=64),

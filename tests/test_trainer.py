@@ -16,12 +16,6 @@ def _quiet(_msg):
     pass
 
 
-@pytest.fixture(scope="session")
-def full_run(tiny_config, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("full")
-    return meta_train(tiny_config, run_dir, progress=False, log=_quiet)
-
-
 def test_run_writes_metrics_config_and_checkpoints(full_run, tiny_config):
     run_dir = full_run.run_dir
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,109 @@
+"""Standalone optimizer artifacts: theta + architecture + card, written with Orbax.
+
+An artifact is a directory with two Orbax items: ``theta`` (the arrays) and
+``meta`` (JSON: format name and version, the architecture config, and a card
+saying what the optimizer was meta-trained on). Loading needs nothing else:
+the architecture rebuilds the optimizer, whose ``init_meta`` gives the expected
+structure, shapes and dtypes of theta, checked on load. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import pathlib
+from typing import Any
+
+import jax
+import optax
+import orbax.checkpoint as ocp
+
+from learned_opt.baselines import SGDM, Adam
+from learned_opt.mlp_lopt import MLPLOpt
+from learned_opt.optax_export import as_optax
+
+FORMAT = "lopt-pes-optimizer"
+FORMAT_VERSION = 1
+KINDS = {"mlp": MLPLOpt, "adam": Adam, "sgdm": SGDM}
+
+
+class OptimizerFileError(ValueError):
+    """An optimizer artifact that cannot be used; the message names the file and why."""
+
+
+def architecture(lopt) -> dict:
+    kind = next((k for k, cls in KINDS.items() if type(lopt) is cls), None)
+    if kind is None:
+        raise TypeError(f"cannot export {type(lopt).__name__}; known: {sorted(KINDS)}")
+    fields = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in dataclasses.asdict(lopt).items()}
+    return {"kind": kind, **fields}
+
+
+def from_architecture(arch: dict):
+    arch = dict(arch)
+    cls = KINDS.get(arch.pop("kind", None))
+    if cls is None:
+        raise ValueError(f"unknown optimizer kind; known: {sorted(KINDS)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(arch) - names:
+        raise ValueError(f"unknown architecture fields {sorted(set(arch) - names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+
+
+def save(path: str | pathlib.Path, lopt, theta, card: dict | None = None) -> pathlib.Path:
+    """Write an artifact to directory ``path`` (which must not exist)."""
+    path = pathlib.Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another path")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "architecture": architecture(lopt),
+            "card": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"), **(card or {})}}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(path, args=ocp.args.Composite(theta=ocp.args.StandardSave(theta),
+                                                 meta=ocp.args.JsonSave(meta)))
+    return path
+
+
+def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
+    """Return ``(lopt, theta, card)`` from an artifact, or raise OptimizerFileError."""
+    path = pathlib.Path(path).absolute()
+
+    def fail(why: str):
+        raise OptimizerFileError(f"{path}: {why}")
+
+    if not path.is_dir():
+        fail("no such optimizer artifact (expected a directory written by `lopt export`)")
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        try:
+            meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:  # noqa: BLE001
+            fail(f"not a readable optimizer artifact (metadata: {str(e).splitlines()[0][:200]})")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fail(f"not a {FORMAT} artifact")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            fail(f"format version {meta['format_version']} is newer than this library "
+                 f"reads ({FORMAT_VERSION}); upgrade lopt-pes")
+        try:
+            lopt = from_architecture(meta["architecture"])
+        except (KeyError, TypeError, ValueError) as e:
+            fail(f"bad architecture config ({e})")
+        expected = jax.eval_shape(lopt.init_meta, jax.random.PRNGKey(0))
+        try:
+            theta = ckptr.restore(path, args=ocp.args.Composite(
+                theta=ocp.args.StandardRestore(expected))).theta
+        except Exception as e:  # noqa: BLE001
+            fail(f"theta is damaged or does not match the architecture "
+                 f"({str(e).splitlines()[0][:200]})")
+    got = jax.tree.map(lambda x: (x.shape, x.dtype), theta)
+    want = jax.tree.map(lambda x: (x.shape, x.dtype), expected)
+    if got != want:
+        fail("theta does not match the architecture's shapes")
+    return lopt, theta, meta.get("card", {})
+
+
+def load_optax(path: str | pathlib.Path) -> optax.GradientTransformationExtraArgs:
+    """An exported optimizer as an optax transformation (see ``as_optax``)."""
+    lopt, theta, _ = load(path)
+    return as_optax(lopt, theta)

@@ -1,0 +1,228 @@
+"""Evaluate an optimizer on held-out tasks against tuned hand-designed baselines.
+
+For every task of a suite (``tasks.family.HELD_OUT_SUITES``) the learned
+optimizer and each baseline train ``seeds`` fresh models for ``steps`` steps.
+Baselines (Adam, SGD with momentum) have their learning rate chosen per task
+from a log grid by the final validation loss (mean over seeds); the whole grid
+and all seeds run as one vectorised program (theta = log learning rate is just
+another batch axis). Reported per task and optimizer, as mean and std over
+seeds: train-loss curve (the loss of each step's training batch, subsampled),
+validation-loss curve (a fixed validation subset, ``val_points`` times), final
+and mean losses, validation and test accuracy, and seconds per step (compiled
+run time, all seeds together, compilation excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from learned_opt import SGDM, Adam
+from tasks.family import ImageMLPSpec
+
+BASELINE_GRIDS = {
+    "adam": (Adam(), np.logspace(-4, -1, 7)),
+    "sgdm": (SGDM(), np.logspace(-3, 0, 7)),
+}
+MAX_EVAL_EXAMPLES = 2000
+CURVE_POINTS = 100
+
+
+def _curves_fn(task, lopt, num_seeds: int, num_steps: int, val_points: int):
+    """A jittable fn(thetas [L, ...], key) -> dict of [L, seeds, ...] arrays."""
+    block = max(1, num_steps // val_points)
+    blocks = num_steps // block
+    x_val, y_val = (a[:MAX_EVAL_EXAMPLES] for a in task.data.split("validation"))
+    x_test, y_test = (a[:MAX_EVAL_EXAMPLES] for a in task.data.split("test"))
+
+    def one(theta, key):
+        k_init, k_steps = jax.random.split(key)
+        params = task.init(k_init)
+        opt_state = lopt.init(theta, params)
+
+        def step(carry, k):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(task.loss)(params, task.batch(k, "train"))
+            updates, opt_state = lopt.update(theta, opt_state, grads, params, loss=loss)
+            params = jax.tree.map(jnp.add, params, updates)
+            return (params, opt_state), loss
+
+        def run_block(carry, keys):
+            carry, losses = jax.lax.scan(step, carry, keys)
+            return carry, (losses, task.loss(carry[0], (x_val, y_val)))
+
+        keys = jax.random.split(k_steps, blocks * block).reshape(blocks, block, -1)
+        (params, _), (train, val) = jax.lax.scan(run_block, (params, opt_state), keys)
+        return {"train_loss": train.reshape(-1), "val_loss": val,
+                "val_accuracy": task.accuracy(params, (x_val, y_val)),
+                "test_accuracy": task.accuracy(params, (x_test, y_test))}
+
+    seeds = jax.random.split(jax.random.PRNGKey(0), num_seeds)  # same seeds for every optimizer
+    return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds)), block * np.arange(1, blocks + 1)
+
+
+def run_optimizer(task, lopt, thetas, num_seeds: int, num_steps: int,
+                  val_points: int) -> tuple[dict, float, np.ndarray]:
+    """Train with every theta in ``thetas`` (leading axis L). Returns host arrays,
+    seconds per step (of the whole batch of runs, compile excluded), val steps."""
+    fn, val_steps = _curves_fn(task, lopt, num_seeds, num_steps, val_points)
+    compiled = jax.jit(fn).lower(thetas).compile()
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(thetas))
+    seconds = (time.perf_counter() - t0) / num_steps
+    return jax.device_get(out), seconds, val_steps
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _summarise(out: dict, index: int, val_steps: np.ndarray, num_steps: int,
+               seconds: float) -> dict:
+    """Per-optimizer record for the runs at grid ``index``: mean/std over seeds."""
+    train = out["train_loss"][index]  # [seeds, steps]
+    val = out["val_loss"][index]  # [seeds, val_points]
+    stride = max(1, num_steps // CURVE_POINTS)
+    idx = np.arange(stride - 1, num_steps, stride)
+    tail = max(1, num_steps // 10)
+
+    def ms(a):
+        return {"mean": _finite_or_none(np.mean(a)), "std": _finite_or_none(np.std(a))}
+
+    return {
+        "curve_steps": (idx + 1).tolist(),
+        "train_loss_mean": [_finite_or_none(v) for v in train[:, idx].mean(0)],
+        "train_loss_std": [_finite_or_none(v) for v in train[:, idx].std(0)],
+        "val_steps": val_steps.tolist(),
+        "val_loss_mean": [_finite_or_none(v) for v in val.mean(0)],
+        "val_loss_std": [_finite_or_none(v) for v in val.std(0)],
+        "final_train_loss": ms(train[:, -tail:].mean(1)),
+        "mean_train_loss": ms(train.mean(1)),
+        "final_val_loss": ms(val[:, -1]),
+        "val_accuracy": ms(out["val_accuracy"][index]),
+        "test_accuracy": ms(out["test_accuracy"][index]),
+        "seconds_per_step": seconds,
+    }
+
+
+def evaluate_suite(specs: dict[str, ImageMLPSpec], optimizers: dict[str, tuple[Any, Any]],
+                   *, steps: int, seeds: int, val_points: int = 10,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added tuned."""
+    results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}}
+    for task_name, spec in specs.items():
+        task = spec.build()
+        record: dict[str, Any] = {"spec": {"dataset": spec.dataset, "image_size": spec.image_size,
+                                           "hidden_sizes": list(spec.hidden_sizes),
+                                           "activation": spec.activation,
+                                           "batch_size": spec.batch_size},
+                                  "optimizers": {}}
+        for name, (lopt, theta) in optimizers.items():
+            thetas = jax.tree.map(lambda x: jnp.asarray(x)[None], theta)
+            out, sec, vs = run_optimizer(task, lopt, thetas, seeds, steps, val_points)
+            record["optimizers"][name] = _summarise(out, 0, vs, steps, sec)
+            if progress:
+                progress(f"{task_name}: {name}")
+        for name, (base, grid) in BASELINE_GRIDS.items():
+            thetas = {"log_lr": jnp.log(jnp.asarray(grid, jnp.float32))}
+            out, sec, vs = run_optimizer(task, base, thetas, seeds, steps, val_points)
+            final_val = np.nan_to_num(out["val_loss"][:, :, -1].mean(1), nan=np.inf)
+            best = int(np.argmin(final_val))
+            summary = _summarise(out, best, vs, steps, sec / len(grid))
+            summary["learning_rate"] = float(grid[best])
+            summary["sweep"] = {f"{lr:.3g}": _finite_or_none(v) for lr, v in zip(grid, final_val)}
+            record["optimizers"][name] = summary
+            if progress:
+                progress(f"{task_name}: {name} (lr {grid[best]:.3g})")
+        results["tasks"][task_name] = record
+    return results
+
+
+def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """``eval.json``, one PNG per task and ``summary.png``; returns the PNG paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
+    pngs = []
+    colours = {}
+    for task_name, record in results["tasks"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for i, (name, r) in enumerate(record["optimizers"].items()):
+            c = colours.setdefault(name, f"C{len(colours)}")
+            label = name + (f" (lr {r['learning_rate']:.2g})" if "learning_rate" in r else "")
+            for ax, xs, key in ((axes[0], r["curve_steps"], "train_loss"),
+                                (axes[1], r["val_steps"], "val_loss")):
+                mean = np.array([np.nan if v is None else v for v in r[f"{key}_mean"]])
+                std = np.array([np.nan if v is None else v for v in r[f"{key}_std"]])
+                ax.plot(xs, mean, color=c, label=label)
+                ax.fill_between(xs, mean - std, mean + std, color=c, alpha=0.2)
+        for ax, title in zip(axes, ("train loss", "validation loss")):
+            ax.set_xlabel("step")
+            ax.set_title(title)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.suptitle(task_name)
+        fig.tight_layout()
+        path = out_dir / f"{task_name}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        pngs.append(path)
+
+    tasks_ = list(results["tasks"])
+    names = list(results["tasks"][tasks_[0]]["optimizers"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks_)), 4))
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        vals = [results["tasks"][t]["optimizers"][name]["final_val_loss"]["mean"] or np.nan
+                for t in tasks_]
+        errs = [results["tasks"][t]["optimizers"][name]["final_val_loss"]["std"] or 0
+                for t in tasks_]
+        ax.bar(np.arange(len(tasks_)) + j * width, vals, width, yerr=errs, label=name,
+               color=colours.get(name))
+    ax.set_xticks(np.arange(len(tasks_)) + 0.4 - width / 2)
+    ax.set_xticklabels(tasks_, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"validation loss after {results['steps']} steps")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "summary.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return pngs + [path]
+
+
+def table(results: dict) -> str:
+    """A markdown table of final validation loss and test accuracy (mean +- std)."""
+    tasks_ = list(results["tasks"])
+    names = list(results["tasks"][tasks_[0]]["optimizers"])
+    lines = ["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for t in tasks_:
+        cells = []
+        for n in names:
+            r = results["tasks"][t]["optimizers"][n]
+            v, a = r["final_val_loss"], r["test_accuracy"]
+            lr = f" @{r['learning_rate']:.2g}" if "learning_rate" in r else ""
+            cells.append(f"{v['mean']:.3f}±{v['std']:.3f} ({100 * a['mean']:.1f}%){lr}"
+                         if v["mean"] is not None else "diverged")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spec_name(spec: ImageMLPSpec) -> str:
+    hidden = "x".join(map(str, spec.hidden_sizes))
+    return f"mlp{hidden}_{spec.activation}_{spec.dataset}{spec.image_size}_b{spec.batch_size}"
+
+

@@ -1,0 +1,40 @@
+"""Read theta out of a meta-training run and write it as a standalone artifact."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import learned_opt
+from meta_train import config as config_lib
+from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+from meta_train.checkpoint import CheckpointError, Checkpointer
+from meta_train.trainer import init_meta_state
+
+
+def theta_from_run(run_dir: str | pathlib.Path):
+    """``(lopt, theta, card)`` from the newest usable checkpoint of ``run_dir``."""
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "config.toml").exists():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.toml)")
+    config = config_lib.load(run_dir / "config.toml")
+    system = build_system(config)
+    estimator = build_estimator(config, system)
+    like = init_meta_state(estimator, build_outer_optimizer(config), config.train.seed)
+    step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
+    card = {"meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
+            "estimator": config_lib.to_dict(config)["estimator"],
+            "config_name": config.name, "outer_steps": int(step), "run_dir": str(run_dir)}
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        evals = [json.loads(x) for x in metrics.read_text().splitlines() if "eval_loss" in x]
+        evals = [e for e in evals if e["step"] <= step]
+        if evals:
+            card["eval_at_init"] = evals[0]
+            card["eval_at_export"] = evals[-1]
+    return system.lopt, state.theta, card
+
+
+def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
+    lopt, theta, card = theta_from_run(run_dir)
+    return learned_opt.save(out, lopt, theta, card)

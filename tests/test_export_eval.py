@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import learned_opt
+from learned_opt import MLPLOpt, OptimizerFileError
+from meta_train import eval_suite
+from meta_train.run_export import export_run
+from tasks.family import HELD_OUT_SUITES
+
+from test_cli import _lopt
+
+
+@pytest.fixture(scope="module")
+def artifact(full_run, tmp_path_factory):
+    return export_run(full_run.run_dir, tmp_path_factory.mktemp("art") / "opt")
+
+
+def test_export_round_trip_and_card(artifact, full_run):
+    lopt, theta, card = learned_opt.load(artifact)
+    assert isinstance(lopt, MLPLOpt) and lopt.hidden_sizes == (16, 16)
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(full_run.theta)):
+        np.testing.assert_array_equal(a, b)
+    assert card["outer_steps"] == 6
+    assert card["meta_trained_on"]["hidden_sizes"] == [16]
+    assert "exported" in card and "eval_at_export" in card
+
+
+def test_exported_optimizer_in_a_plain_optax_loop(artifact):
+    """Written the way users write optax loops, on a nested tree of mixed shapes."""
+    opt = optax.chain(learned_opt.load_optax(artifact))
+    lopt, theta, _ = learned_opt.load(artifact)
+    params = {"encoder": {"w": jnp.full((4, 3), 0.1), "b": jnp.zeros(3)},
+              "heads": [jnp.ones((3,)), (jnp.asarray(0.5), jnp.ones((2, 1, 3)))]}
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
+
+    def loss_fn(p):
+        h = jnp.tanh(x @ p["encoder"]["w"] + p["encoder"]["b"])
+        y = h @ p["heads"][0] * p["heads"][1][0] + jnp.sum(p["heads"][1][1])
+        return jnp.mean((y - 1.0) ** 2)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    exported_update = jax.jit(opt.update)
+    internal_update = jax.jit(lopt.update)
+    opt_state = opt.init(params)
+    losses = []
+    for _ in range(20):
+        grads = jax.grad(loss_fn)(params)
+        u_exported, _ = exported_update(grads, opt_state, params)
+        u_internal, _ = internal_update(theta, opt_state[0], grads, params)
+        for a, b in zip(jax.tree.leaves(u_exported), jax.tree.leaves(u_internal)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    assert int(opt_state[0].step) == 20
+    assert losses[-1] < losses[0]
+
+
+def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
+    with pytest.raises(OptimizerFileError, match="no such optimizer artifact"):
+        learned_opt.load(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    for f in (broken / "theta").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    with pytest.raises(OptimizerFileError, match=r"broken: theta is damaged"):
+        learned_opt.load(broken)
+    no_meta = tmp_path / "no_meta"
+    shutil.copytree(artifact, no_meta)
+    shutil.rmtree(no_meta / "meta")
+    with pytest.raises(OptimizerFileError, match="no_meta: not a readable optimizer artifact"):
+        learned_opt.load(no_meta)
+    wrong = tmp_path / "wrong_arch"
+    shutil.copytree(artifact, wrong)
+    meta_file = next(p for p in (wrong / "meta").iterdir() if p.name == "metadata")
+    meta = json.loads(meta_file.read_text())
+    meta["architecture"]["hidden_sizes"] = [64, 64]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(OptimizerFileError, match="wrong_arch: theta"):
+        learned_opt.load(wrong)
+
+
+def test_eval_suite_schema_and_plots(artifact, tmp_path):
+    lopt, theta, _ = learned_opt.load(artifact)
+    specs = {eval_suite.spec_name(s): s for s in HELD_OUT_SUITES["tiny"]}
+    results = eval_suite.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=20, seeds=2,
+                                        val_points=4)
+    pngs = eval_suite.write_outputs(results, tmp_path)
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["steps"] == 20 and data["seeds"] == 2
+    (task,) = data["tasks"].values()
+    assert set(task["optimizers"]) == {"learned", "adam", "sgdm"}
+    for name, r in task["optimizers"].items():
+        assert len(r["train_loss_mean"]) == len(r["curve_steps"]) == 20
+        assert r["val_steps"] == [5, 10, 15, 20] and len(r["val_loss_mean"]) == 4
+        for key in ("final_train_loss", "mean_train_loss", "final_val_loss", "val_accuracy",
+                    "test_accuracy"):
+            assert set(r[key]) == {"mean", "std"}
+        assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0
+        assert r["seconds_per_step"] > 0
+    adam = task["optimizers"]["adam"]
+    assert adam["learning_rate"] in [float(f"{lr:.3g}") for lr in eval_suite.BASELINE_GRIDS["adam"][1]] \
+        or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in eval_suite.BASELINE_GRIDS["adam"][1])
+    best = min(v for v in adam["sweep"].values() if v is not None)
+    assert adam["final_val_loss"]["mean"] == pytest.approx(best, rel=1e-6)
+    assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
+    assert "learned" in eval_suite.table(results)
+
+
+def test_cli_export_and_eval(full_run, tmp_path):
+    proc = _lopt("export", "--run", str(full_run.run_dir), "--out", str(tmp_path / "opt"))
+    assert proc.returncode == 0, proc.stderr
+    proc = _lopt("eval", "--optimizer", str(tmp_path / "opt"), "--tasks", "tiny", "--steps", "20",
+                 "--seeds", "2", "--out", str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ev" / "eval.json").exists() and (tmp_path / "ev" / "summary.png").exists()
+    assert "| task | learned | adam | sgdm |" in proc.stdout
+    proc = _lopt("eval", "--optimizer", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "no such artifact" in proc.stderr
+    assert "Traceback" not in proc.stderr
