@@ -195,7 +195,7 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
     ax.set_xticks(np.arange(len(tasks_)) + 0.4 - width / 2)
     ax.set_xticklabels(tasks_, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"validation loss after {results['steps']} steps")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = out_dir / "summary.png"
