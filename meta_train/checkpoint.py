@@ -40,7 +40,8 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)))
 
     def restore(self, like: Any, step: int | None = None) -> tuple[int, Any, dict]:
-        """Restore into the structure of ``like``; newest usable step unless given."""
+        """Restore into the structure of ``like`` (arrays or ``jax.ShapeDtypeStruct``s);
+        newest usable step unless given."""
         self._manager.reload()
         steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
         if not steps:

@@ -30,6 +30,10 @@ def _configs_dir() -> pathlib.Path:
     return pathlib.Path.cwd() / "configs"
 
 
+def _shipped_names() -> list[str]:
+    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+
+
 def _fresh_run_dir(name: str) -> pathlib.Path:
     base = pathlib.Path("runs") / name
     candidate, n = base, 1
@@ -88,9 +92,8 @@ def resolve_optimizer(name: str):
     if not path.exists() and (SHIPPED / name).is_dir():
         path = SHIPPED / name
     if not path.exists():
-        shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
         raise OptimizerFileError(f"{name}: no such artifact, run directory or shipped optimizer "
-                                 f"(shipped: {', '.join(shipped) or 'none'})")
+                                 f"(shipped: {', '.join(_shipped_names()) or 'none'})")
     lopt, theta, _ = learned_opt.load(path)
     return lopt, theta
 
@@ -139,8 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: " + "; ".join(
             f"mlp {list(s.hidden_sizes)} {s.activation} {s.image_size}x{s.image_size} "
             f"b{s.batch_size}" for s in specs))
-    shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
-    print("shipped optimizers: " + (", ".join(shipped) or "none"))
+    print("shipped optimizers: " + (", ".join(_shipped_names()) or "none"))
     print("learned optimizers: mlp (default); baselines: adam, sgdm")
     print("config keys: " + ", ".join(config_lib.valid_keys()))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
+
 import learned_opt
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
@@ -20,7 +22,9 @@ def theta_from_run(run_dir: str | pathlib.Path):
     config = config_lib.load(run_dir / "config.toml")
     system = build_system(config)
     estimator = build_estimator(config, system)
-    like = init_meta_state(estimator, build_outer_optimizer(config), config.train.seed)
+    # Only the structure is needed as the restore target: no particle is built.
+    like = jax.eval_shape(lambda: init_meta_state(estimator, build_outer_optimizer(config),
+                                                  config.train.seed))
     step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
     card = {"meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
             "estimator": config_lib.to_dict(config)["estimator"],

@@ -77,27 +77,16 @@ def test_as_optax_in_a_plain_loop_matches_internal_update(lopt_and_theta):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_adam_baseline_matches_optax():
+@pytest.mark.parametrize("ours,ref", [
+    (Adam(learning_rate=0.01), optax.adam(0.01)),
+    (SGDM(learning_rate=0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)),
+])
+def test_baselines_match_optax(ours, ref):
     params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3)}
-    ours = Adam(learning_rate=0.01)
     theta = ours.init_meta(None)
-    ref = optax.adam(0.01)
     s_ours, s_ref = ours.init(theta, params), ref.init(params)
     for i in range(4):
         grads = {"w": jnp.sin(params["w"] * (i + 1))}
-        u_ours, s_ours = ours.update(theta, s_ours, grads, params)
-        u_ref, s_ref = ref.update(grads, s_ref, params)
-        np.testing.assert_allclose(u_ours["w"], u_ref["w"], rtol=1e-5)
-
-
-def test_sgdm_baseline_matches_optax():
-    params = {"w": jnp.linspace(-1, 1, 6)}
-    ours = SGDM(learning_rate=0.1, momentum=0.9)
-    theta = ours.init_meta(None)
-    ref = optax.sgd(0.1, momentum=0.9)
-    s_ours, s_ref = ours.init(theta, params), ref.init(params)
-    for i in range(4):
-        grads = {"w": jnp.cos(params["w"] * (i + 1))}
         u_ours, s_ours = ours.update(theta, s_ours, grads, params)
         u_ref, s_ref = ref.update(grads, s_ref, params)
         np.testing.assert_allclose(u_ours["w"], u_ref["w"], rtol=1e-5)
