@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.steps < 10 or args.seeds < 1:
         raise ConfigError("--steps must be >= 10 and --seeds >= 1")
     lopt, theta = resolve_optimizer(args.optimizer)
-    specs = {eval_suite.spec_name(s): s for s in HELD_OUT_SUITES[args.tasks]}
+    specs = {s.name: s for s in HELD_OUT_SUITES[args.tasks]}
     total = len(specs) * (1 + len(eval_suite.BASELINE_GRIDS))
     with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
         def progress(msg):

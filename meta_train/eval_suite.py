@@ -14,6 +14,7 @@ run time, all seeds together, compilation excluded).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -120,11 +121,8 @@ def evaluate_suite(specs: dict[str, ImageMLPSpec], optimizers: dict[str, tuple[A
     results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}}
     for task_name, spec in specs.items():
         task = spec.build()
-        record: dict[str, Any] = {"spec": {"dataset": spec.dataset, "image_size": spec.image_size,
-                                           "hidden_sizes": list(spec.hidden_sizes),
-                                           "activation": spec.activation,
-                                           "batch_size": spec.batch_size},
-                                  "optimizers": {}}
+        spec_dict = dict(dataclasses.asdict(spec), hidden_sizes=list(spec.hidden_sizes))
+        record: dict[str, Any] = {"spec": spec_dict, "optimizers": {}}
         for name, (lopt, theta) in optimizers.items():
             thetas = jax.tree.map(lambda x: jnp.asarray(x)[None], theta)
             out, sec, vs = run_optimizer(task, lopt, thetas, seeds, steps, val_points)
@@ -159,7 +157,7 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
     colours = {}
     for task_name, record in results["tasks"].items():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for i, (name, r) in enumerate(record["optimizers"].items()):
+        for name, r in record["optimizers"].items():
             c = colours.setdefault(name, f"C{len(colours)}")
             label = name + (f" (lr {r['learning_rate']:.2g})" if "learning_rate" in r else "")
             for ax, xs, key in ((axes[0], r["curve_steps"], "train_loss"),
@@ -219,10 +217,3 @@ def table(results: dict) -> str:
                          if v["mean"] is not None else "diverged")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def spec_name(spec: ImageMLPSpec) -> str:
-    hidden = "x".join(map(str, spec.hidden_sizes))
-    return f"mlp{hidden}_{spec.activation}_{spec.dataset}{spec.image_size}_b{spec.batch_size}"
-
-

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from tasks.datasets import load_dataset
-from tasks.image_mlp import ACTIVATIONS, ImageMLPTask
+from tasks.image_mlp import ACTIVATIONS, ImageMLPTask, mlp_task_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,11 @@ class ImageMLPSpec:
     hidden_sizes: tuple[int, ...] = (32,)
     activation: str = "relu"
     batch_size: int = 128
+
+    @property
+    def name(self) -> str:
+        return mlp_task_name(self.hidden_sizes, self.activation, self.dataset, self.image_size,
+                             self.batch_size)
 
     def build(self) -> ImageMLPTask:
         return ImageMLPTask(load_dataset(self.dataset, self.image_size),

@@ -26,6 +26,13 @@ ACTIVATIONS = {
 }
 
 
+def mlp_task_name(hidden_sizes, activation: str, dataset: str, image_size: int,
+                  batch_size: int) -> str:
+    """The one spelling of an image-MLP task's name, e.g. ``mlp32_relu_fashion_mnist8_b128``."""
+    hidden = "x".join(map(str, hidden_sizes)) or "linear"
+    return f"mlp{hidden}_{activation}_{dataset}{image_size}_b{batch_size}"
+
+
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
                    meta_fields=["hidden_sizes", "activation", "batch_size"])
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +59,8 @@ class ImageMLPTask:
 
     @property
     def name(self) -> str:
-        hidden = "x".join(map(str, self.hidden_sizes)) or "linear"
-        h = self.data.image_shape[0]
-        return f"mlp{hidden}_{self.activation}_{self.data.name}{h}_b{self.batch_size}"
+        return mlp_task_name(self.hidden_sizes, self.activation, self.data.name,
+                             self.data.image_shape[0], self.batch_size)
 
     def init(self, key: jax.Array) -> dict:
         sizes = self.layer_sizes

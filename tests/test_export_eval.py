@@ -94,7 +94,7 @@ def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
 
 def test_eval_suite_schema_and_plots(artifact, tmp_path):
     lopt, theta, _ = learned_opt.load(artifact)
-    specs = {eval_suite.spec_name(s): s for s in HELD_OUT_SUITES["tiny"]}
+    specs = {s.name: s for s in HELD_OUT_SUITES["tiny"]}
     results = eval_suite.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=20, seeds=2,
                                         val_points=4)
     pngs = eval_suite.write_outputs(results, tmp_path)
