@@ -4,10 +4,18 @@
 ``state = est.init(theta, key)``;
 ``grad, state, metrics = est.estimate(theta, state, key)``, pure and jittable.
 Estimators are registered pytrees, so they can be arguments of ``jit``.
+Conventions (sigma a standard deviation, N counting particles, what one call
+targets) are in ``meta_train.estimators.es``.
 """
 
-from meta_train.estimators.pes import PES, PESState
+from meta_train.estimators.bptt import TBPTT, FullBPTT
+from meta_train.estimators.es import NRES, PES, FullES, TruncatedES
+from meta_train.estimators.unroll import ParticleState
 
-ESTIMATORS = {"pes": PES}
+PESState = ParticleState  # the name earlier releases used
 
-__all__ = ["PES", "PESState", "ESTIMATORS"]
+ESTIMATORS = {"pes": PES, "truncated_es": TruncatedES, "nres": NRES, "full_es": FullES,
+              "tbptt": TBPTT, "full_bptt": FullBPTT}
+
+__all__ = ["PES", "TruncatedES", "NRES", "FullES", "TBPTT", "FullBPTT", "ParticleState",
+           "PESState", "ESTIMATORS"]

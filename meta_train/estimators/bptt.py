@@ -1,0 +1,101 @@
+"""Backpropagation estimators: TBPTT (through the current truncation) and FullBPTT.
+
+Same population conventions as the ES estimators (``meta_train.estimators.es``)
+with the layout ``[1, N]`` and no perturbation: every particle runs under
+theta itself. One ``TBPTT.estimate`` call advances every particle K steps and
+returns the exact gradient of the mean per-step loss over those K steps *with
+the state at the start of the truncation held fixed* (``stop_gradient``), so
+theta's influence through earlier truncations is dropped: cheap in memory and
+biased. A new episode begun inside the call is differentiated through
+``system.init``. ``FullBPTT`` runs one fresh whole episode per call and
+returns the exact gradient of its mean per-step loss (memory grows with T;
+meant for small systems).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from meta_train.estimators.common import split_particles
+from meta_train.estimators.unroll import ParticleState, init_particles, unroll
+
+
+def _bptt_estimate(system, num_particles, trunc_len, theta, state: ParticleState, key):
+    def mean_loss(th):
+        thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (1, num_particles) + jnp.shape(x)),
+                              th)
+        u = unroll(system, thetas, thetas, jax.lax.stop_gradient(state.system_state),
+                   state.remaining, key, trunc_len)
+        return jnp.mean(u.losses), u
+
+    (loss, u), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
+    metrics = {"meta_loss": loss, "episodes_begun": u.episodes_begun,
+               "nonfinite_resets": u.nonfinite}
+    return grad, ParticleState(u.system_state, (), u.remaining), metrics
+
+
+def _check(num_particles: int, trunc_len: int) -> None:
+    split_particles(num_particles, False)
+    if trunc_len < 1:
+        raise ValueError("trunc_len must be >= 1")
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
+                   meta_fields=["num_particles", "trunc_len", "stagger"])
+@dataclasses.dataclass(frozen=True)
+class TBPTT:
+    """Truncated backprop through time over persistent particles (module doc)."""
+
+    system: object
+    num_particles: int = 8
+    trunc_len: int = 20
+    stagger: bool = True
+
+    def __post_init__(self):
+        _check(self.num_particles, self.trunc_len)
+
+    @property
+    def layout(self) -> tuple[int, int]:
+        return (1, self.num_particles)
+
+    def init(self, theta, key: jax.Array) -> ParticleState:
+        state, remaining = init_particles(self.system, theta, self.layout, key, self.stagger)
+        return ParticleState(state, (), remaining)
+
+    def estimate(self, theta, state: ParticleState, key: jax.Array):
+        return _bptt_estimate(self.system, self.num_particles, self.trunc_len, theta, state,
+                              key)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
+                   meta_fields=["num_particles"])
+@dataclasses.dataclass(frozen=True)
+class FullBPTT:
+    """Exact gradient through one fresh whole episode per particle and call (module doc)."""
+
+    system: object
+    num_particles: int = 1
+
+    def __post_init__(self):
+        _check(self.num_particles, 1)
+
+    @property
+    def trunc_len(self) -> int:
+        return self.system.horizon
+
+    @property
+    def layout(self) -> tuple[int, int]:
+        return (1, self.num_particles)
+
+    def init(self, theta, key: jax.Array) -> ParticleState:
+        state, remaining = init_particles(self.system, theta, self.layout, key, False)
+        return ParticleState(state, (), remaining)
+
+    def estimate(self, theta, state: ParticleState, key: jax.Array):
+        state = state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh
+        return _bptt_estimate(self.system, self.num_particles, self.trunc_len, theta, state,
+                              key)

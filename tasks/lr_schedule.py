@@ -1,0 +1,50 @@
+"""Learning-rate schedule tuning as an unrolled system.
+
+Inner SGD on any Task (``tasks.base``) with the inverse-time decay schedule
+``lr_t = exp(theta[0]) / (1 + t / tau) ** theta[1]``, t = 0, 1, ...: theta is
+(log initial learning rate, decay exponent). ``L_t`` is the task loss of the
+updated parameters on a fresh batch from ``meta_loss_split``. With a horizon
+much longer than the truncation, a truncated estimator sees only the next K
+steps and prefers a schedule that decays too fast (the short-horizon bias).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["task", "theta0"],
+                   meta_fields=["horizon", "tau", "meta_loss_split", "loss_cap"])
+@dataclasses.dataclass(frozen=True)
+class LRScheduleSystem:
+    task: object
+    theta0: jax.Array
+    horizon: int = 1000
+    tau: float = 10.0
+    meta_loss_split: str = "validation"
+    loss_cap: float = 0.0  # > 0: L_t is clipped to it and a non-finite L_t becomes it
+
+    def init_theta(self, key: jax.Array) -> jax.Array:
+        del key
+        return jnp.asarray(self.theta0)
+
+    def learning_rate(self, theta: jax.Array, t: jax.Array) -> jax.Array:
+        return jnp.exp(theta[0]) / (1.0 + t / self.tau) ** theta[1]
+
+    def init(self, theta: jax.Array, key: jax.Array):
+        return self.task.init(key), jnp.zeros((), jnp.int32)
+
+    def step(self, theta: jax.Array, state, key: jax.Array):
+        params, t = state
+        k_train, k_meta = jax.random.split(key)
+        grads = jax.grad(self.task.loss)(params, self.task.batch(k_train, "train"))
+        lr = self.learning_rate(theta, t.astype(jnp.result_type(theta)))
+        params = jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, params, grads)
+        loss = self.task.loss(params, self.task.batch(k_meta, self.meta_loss_split))
+        if self.loss_cap > 0:
+            loss = jnp.where(jnp.isfinite(loss), jnp.minimum(loss, self.loss_cap), self.loss_cap)
+        return (params, t + 1), loss
