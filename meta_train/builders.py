@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import jax.numpy as jnp
 import optax
 
 from learned_opt import SGDM, Adam, MLPLOpt
@@ -13,8 +15,12 @@ from meta_train.systems import LearnedOptimizerSystem
 from tasks.datasets import DatasetError
 from tasks.family import ImageMLPSpec
 from tasks.image_mlp import ImageMLPTask
+from tasks.lr_schedule import LRScheduleSystem
+from tasks.toy import NO_RESET, InfluenceBalancing, NoisyQuadratic, ToyRegression
 
 LOPTS = ("mlp", "adam", "sgdm")
+SYSTEMS = ("image_mlp", "influence_balancing", "toy_regression", "lr_schedule_quadratic",
+           "lr_schedule_mlp")
 
 
 def build_task(cfg: TaskConfig) -> ImageMLPTask:
@@ -38,7 +44,37 @@ def build_lopt(cfg: LOptConfig):
     raise ConfigError(f"lopt.kind: unknown {cfg.kind!r}; valid: {', '.join(LOPTS)}")
 
 
-def build_system(config: Config) -> LearnedOptimizerSystem:
+def _theta0(cfg: TaskConfig, default: tuple[float, ...]):
+    values = cfg.theta0 or default
+    if len(values) != len(default):
+        raise ConfigError(f"task.theta0: {cfg.kind} has {len(default)} parameters, "
+                          f"got {list(cfg.theta0)}")
+    return jnp.asarray(values, jnp.float32)
+
+
+def build_toy_system(cfg: TaskConfig):
+    """The systems whose theta is their own (no learned optimizer)."""
+    if cfg.kind == "influence_balancing":
+        return InfluenceBalancing(theta0=_theta0(cfg, (0.5,)),
+                                  horizon=cfg.horizon if cfg.horizon > 0 else NO_RESET)
+    if cfg.horizon < 1:
+        raise ConfigError(f"task.horizon must be >= 1 for {cfg.kind}")
+    if cfg.kind == "toy_regression":
+        return ToyRegression(theta0=_theta0(cfg, (-4.0, -4.0)), horizon=cfg.horizon)
+    if cfg.kind == "lr_schedule_quadratic":
+        return LRScheduleSystem(NoisyQuadratic.create(dim=16, min_curvature=1e-3),
+                                theta0=_theta0(cfg, (-3.0, 0.0)), horizon=cfg.horizon)
+    if cfg.kind == "lr_schedule_mlp":
+        task = build_task(cfg)
+        return LRScheduleSystem(task, theta0=_theta0(cfg, (-3.0, 0.0)), horizon=cfg.horizon,
+                                meta_loss_split=cfg.meta_loss_split,
+                                loss_cap=cfg.loss_cap or 1.5 * math.log(task.num_classes))
+    raise ConfigError(f"task.kind: unknown {cfg.kind!r}; valid: {', '.join(SYSTEMS)}")
+
+
+def build_system(config: Config):
+    if config.task.kind != "image_mlp":
+        return build_toy_system(config.task)
     task = build_task(config.task)
     cap = config.task.loss_cap or 1.5 * math.log(task.num_classes)
     if config.task.horizon < 1:
@@ -57,10 +93,12 @@ def build_estimator(config: Config, system):
     if cfg.kind not in ESTIMATORS:
         raise ConfigError(f"estimator.kind: unknown {cfg.kind!r}; valid: "
                           + ", ".join(ESTIMATORS))
+    cls = ESTIMATORS[cfg.kind]
+    # Each estimator takes the keys that apply to it (FullES has no trunc_len...).
+    accepted = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in dataclasses.asdict(cfg).items() if k in accepted}
     try:
-        return ESTIMATORS[cfg.kind](system, num_particles=cfg.num_particles,
-                                    trunc_len=cfg.trunc_len, sigma=cfg.sigma,
-                                    antithetic=cfg.antithetic, stagger=cfg.stagger)
+        return cls(system, **kwargs)
     except ValueError as e:
         raise ConfigError(f"estimator: {e}") from None
 

@@ -23,12 +23,17 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
+    # "image_mlp" (a learned optimizer trains an image MLP), or a system whose theta
+    # is its own: "influence_balancing", "toy_regression", "lr_schedule_quadratic",
+    # "lr_schedule_mlp" (meta_train.builders.SYSTEMS)
+    kind: str = "image_mlp"
+    theta0: tuple[float, ...] = ()  # initial theta of a toy system; () = its default
     dataset: str = "fashion_mnist"
     image_size: int = 8
     hidden_sizes: tuple[int, ...] = (32,)
     activation: str = "relu"
     batch_size: int = 128
-    horizon: int = 200  # T: inner training steps per episode
+    horizon: int = 200  # T: steps per episode; 0 = never reset (influence_balancing)
     meta_loss_split: str = "train"  # where L_t is measured: "train" or "validation"
     loss_cap: float = 0.0  # L_t is clipped to this; 0 means 1.5 * ln(num_classes)
 
@@ -45,6 +50,8 @@ class LOptConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorConfig:
+    # pes, truncated_es, nres, full_es, tbptt, full_bptt; keys that do not apply to
+    # the chosen kind (sigma for BPTT, trunc_len for the full-episode ones) are unused
     kind: str = "pes"
     num_particles: int = 8  # particles, not pairs
     trunc_len: int = 20  # K

@@ -27,8 +27,11 @@ def training_curves(system, theta, key: jax.Array, num_seeds: int, num_steps: in
 
 
 def evaluate(system, theta, num_seeds: int = 8, num_steps: int | None = None) -> dict:
-    """Mean and final per-step loss over ``num_seeds`` fixed seeds (default: one horizon)."""
-    curves = training_curves(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds,
-                             num_steps or system.horizon)
+    """Mean and final per-step loss over ``num_seeds`` fixed seeds.
+
+    Episodes last ``num_steps``, else the system's ``eval_horizon``, else its horizon.
+    """
+    num_steps = num_steps or getattr(system, "eval_horizon", system.horizon)
+    curves = training_curves(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds, num_steps)
     return {"eval_loss": float(jnp.mean(curves)),
             "eval_final_loss": float(jnp.mean(curves[:, -1]))}

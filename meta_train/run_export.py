@@ -20,6 +20,10 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if not (run_dir / "config.toml").exists():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.toml)")
     config = config_lib.load(run_dir / "config.toml")
+    if config.task.kind != "image_mlp":
+        raise config_lib.ConfigError(
+            f"{run_dir} meta-trained task.kind = {config.task.kind!r}, whose theta is not an "
+            "optimizer; only image_mlp runs can be exported")
     system = build_system(config)
     estimator = build_estimator(config, system)
     # Only the structure is needed as the restore target: no particle is built.

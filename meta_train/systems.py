@@ -6,6 +6,10 @@ The UnrolledSystem contract (DESIGN.md) is all an estimator needs:
 * ``system.init(theta, key) -> state``: a fresh episode;
 * ``system.step(theta, state, key) -> (state, loss)``: one step, ``loss`` = L_t.
 
+To be meta-trained by ``lopt meta-train`` a system also says where theta
+starts, ``system.init_theta(key) -> theta``, and may set ``eval_horizon``
+(steps of the evaluation episodes, default ``horizon``).
+
 Systems are registered pytrees (arrays as leaves, configuration static) so an
 estimator holding one can be passed into ``jit`` as an argument.
 """
@@ -61,6 +65,9 @@ class LearnedOptimizerSystem:
     def __post_init__(self):
         if self.meta_loss_split not in ("train", "validation"):
             raise ValueError("meta_loss_split must be 'train' or 'validation'")
+
+    def init_theta(self, key: jax.Array):
+        return self.lopt.init_meta(key)
 
     def init(self, theta, key: jax.Array) -> InnerState:
         params = self.task.init(key)

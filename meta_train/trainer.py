@@ -30,6 +30,9 @@ from meta_train.evaluation import evaluate
 from meta_train.sharding import meta_state_shardings, particle_mesh
 
 
+SMALL_THETA = 16  # a theta this small is written to metrics.jsonl at every logged step
+
+
 class MetaState(NamedTuple):
     step: jax.Array  # int32: outer iterations done
     theta: Any
@@ -40,15 +43,14 @@ class MetaState(NamedTuple):
 
 def init_meta_state(estimator, outer_opt: optax.GradientTransformation, seed: int) -> MetaState:
     k_theta, k_est, k_run = jax.random.split(jax.random.PRNGKey(seed), 3)
-    theta = estimator.system.lopt.init_meta(k_theta)
+    theta = estimator.system.init_theta(k_theta)
     return MetaState(step=jnp.zeros((), jnp.int32), theta=theta,
                      outer_opt_state=outer_opt.init(theta),
                      estimator_state=jax.jit(estimator.init)(theta, k_est), key=k_run)
 
 
-def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None) -> Callable:
-    """The jitted outer iteration; ``shardings`` (a MetaState of NamedShardings) keeps
-    the particle axis sharded across iterations (``meta_train.sharding``)."""
+def outer_iteration(outer_opt: optax.GradientTransformation) -> Callable:
+    """The pure outer iteration ``(estimator, state) -> (state, metrics)`` (unjitted)."""
     def outer_step(estimator, state: MetaState):
         key = jax.random.fold_in(state.key, state.step)
         grad, est_state, metrics = estimator.estimate(state.theta, state.estimator_state, key)
@@ -62,6 +64,13 @@ def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None) -> 
                        skipped=(~finite).astype(jnp.int32))
         return MetaState(state.step + 1, theta, opt_state, est_state, state.key), metrics
 
+    return outer_step
+
+
+def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None) -> Callable:
+    """The jitted outer iteration; ``shardings`` (a MetaState of NamedShardings) keeps
+    the particle axis sharded across iterations (``meta_train.sharding``)."""
+    outer_step = outer_iteration(outer_opt)
     if shardings is None:
         return jax.jit(outer_step)
     return jax.jit(outer_step, out_shardings=(shardings, None))
@@ -131,6 +140,7 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
         log(f"particles sharded over {num_devices} devices")
     outer_step = make_outer_step(outer_opt, shardings)
     bar = _progress(tc.steps, start_step, progress)
+    theta_size = sum(x.size for x in jax.tree.leaves(state.theta))
     steps_per_call = estimator.num_particles * estimator.trunc_len
     rate, timed_steps, timed_seconds = 0.0, 0, 0.0
     try:
@@ -145,6 +155,9 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
                 rate = steps_per_call * timed_steps / timed_seconds
             record = {"step": step, **metrics, "particle_steps_per_s": rate,
                       "seconds": time.perf_counter() - t_start}
+            if theta_size <= SMALL_THETA:  # toy systems: log the trajectory
+                record["theta"] = [float(x) for x in jax.device_get(
+                    jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(state.theta)]))]
             if step % tc.log_every == 0 or step == tc.steps:
                 write(record)
             if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:

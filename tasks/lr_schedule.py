@@ -48,3 +48,24 @@ class LRScheduleSystem:
         if self.loss_cap > 0:
             loss = jnp.where(jnp.isfinite(loss), jnp.minimum(loss, self.loss_cap), self.loss_cap)
         return (params, t + 1), loss
+
+
+def noisy_quadratic_expected_loss(system: LRScheduleSystem, theta: jax.Array) -> jax.Array:
+    """Exact expected mean per-step loss over the horizon of a noisy-quadratic system.
+
+    Coordinate i evolves as ``x <- (1 - lr h_i) x - lr noise_i``, so its second
+    moment obeys ``v <- (1 - lr h_i)^2 v + lr^2 noise_scale^2`` from ``v = 1``,
+    and ``E[L_t] = 0.5 sum_i h_i v_i`` (the true loss, no noise term). This is
+    the objective the estimators target, without Monte-Carlo noise: grids and
+    heatmaps use it.
+    """
+    task = system.task
+    h = task.curvatures
+
+    def body(v, t):
+        lr = system.learning_rate(theta, t.astype(h.dtype))
+        v = (1.0 - lr * h) ** 2 * v + lr ** 2 * task.noise_scale ** 2
+        return v, 0.5 * jnp.sum(h * v)
+
+    _, losses = jax.lax.scan(body, jnp.ones_like(h), jnp.arange(system.horizon))
+    return jnp.mean(losses)

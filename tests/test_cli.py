@@ -56,6 +56,8 @@ def test_existing_run_is_not_overwritten(cli_run):
     (["--set", "estimator.num_particle=4"], "unknown config key 'estimator.num_particle'"),
     (["--set", "train.steps=abc"], "train.steps: expected an integer"),
     (["--set", "task.dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["--set", "task.kind=pendulum"], "task.kind: unknown 'pendulum'"),
+    (["--set", "estimator.kind=sgd"], "estimator.kind: unknown 'sgd'"),
 ])
 def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
     proc = _lopt("meta-train", "--config", "configs/default.toml", *args,
@@ -71,3 +73,16 @@ def test_list_shows_configs_datasets_and_suites():
     assert proc.returncode == 0, proc.stderr
     for word in ("configs/default.toml", "fashion_mnist", "held-out", "estimator.num_particles"):
         assert word in proc.stdout
+
+
+def test_toy_system_meta_trains_and_logs_theta_but_cannot_be_exported(tmp_path):
+    out = tmp_path / "ib"
+    proc = _lopt("meta-train", "--config", "configs/influence_balancing.toml", "--set",
+                 "train.steps=20", "--set", "train.log_every=1", "--out", str(out),
+                 "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    thetas = [r["theta"][0] for r in records if "theta" in r]
+    assert len(thetas) == 20 and thetas[0] != thetas[-1]
+    proc = _lopt("export", "--run", str(out), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "only image_mlp runs can be exported" in proc.stderr
