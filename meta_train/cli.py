@@ -3,6 +3,7 @@
     lopt meta-train --config configs/NAME.toml [--set key=value ...] [--out DIR] [--resume]
     lopt export --run DIR --out PATH
     lopt eval --optimizer PATH_OR_NAME [--tasks SUITE] [--steps N] [--seeds S] [--out DIR]
+    lopt figures [--experiments NAME,...] [--out DIR] [--set key=value ...]
     lopt list
 
 Errors a user can fix (a bad config key or value, a missing dataset, an unusable
@@ -126,6 +127,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from meta_train import figures
+
+    names = [n.strip() for n in args.experiments.split(",") if n.strip()]
+    unknown = [n for n in names if n not in figures.EXPERIMENTS]
+    if unknown or not names:
+        raise ConfigError(f"unknown experiment {unknown[0] if unknown else ''!r}; valid: "
+                          + ", ".join(figures.EXPERIMENTS))
+    summary = figures.draw(names, args.out, _configs_dir(), progress=print,
+                           overrides=args.set)
+    for name, runs in summary.items():
+        for kind, r in runs.items():
+            theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
+            print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     del args
     from tasks.datasets import available_datasets
@@ -144,6 +162,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"b{s.batch_size}" for s in specs))
     print("shipped optimizers: " + (", ".join(_shipped_names()) or "none"))
     print("learned optimizers: mlp (default); baselines: adam, sgdm")
+    from meta_train.builders import SYSTEMS
+    from meta_train.estimators import ESTIMATORS
+    print("systems (task.kind): " + ", ".join(SYSTEMS))
+    print("estimators (estimator.kind): " + ", ".join(ESTIMATORS))
     print("config keys: " + ", ".join(config_lib.valid_keys()))
     return 0
 
@@ -172,6 +194,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
+    fg = sub.add_parser("figures", help="reproduce the PES paper's toy experiments as PNG")
+    fg.add_argument("--experiments", default="influence_balancing,toy_regression,lr_schedule",
+                    help="comma-separated: influence_balancing, toy_regression, lr_schedule")
+    fg.add_argument("--out", default="docs/figures", help="output directory")
+    fg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key in every experiment's config, e.g. train.steps=500")
+    fg.set_defaults(func=cmd_figures)
     ls = sub.add_parser("list", help="configs, datasets, task suites, optimizers")
     ls.set_defaults(func=cmd_list)
     return p

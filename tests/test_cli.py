@@ -86,3 +86,16 @@ def test_toy_system_meta_trains_and_logs_theta_but_cannot_be_exported(tmp_path):
     assert len(thetas) == 20 and thetas[0] != thetas[-1]
     proc = _lopt("export", "--run", str(out), "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "only image_mlp runs can be exported" in proc.stderr
+
+
+def test_figures_draws_pngs_and_a_summary(tmp_path):
+    proc = _lopt("figures", "--experiments", "influence_balancing,toy_regression",
+                 "--set", "train.steps=20", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "influence_balancing.png").stat().st_size > 10_000
+    assert (tmp_path / "toy_regression.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["toy_regression"]) == {"pes", "nres", "full_es", "truncated_es", "tbptt"}
+    assert "toy_regression       pes" in proc.stdout
+    proc = _lopt("figures", "--experiments", "cartpole", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown experiment 'cartpole'" in proc.stderr

@@ -61,7 +61,7 @@ def test_lr_schedule_truncated_es_decays_greedily_pes_finds_the_grid_optimum():
     best = np.asarray(grid[jnp.argmin(values)])  # measured: (-2.0, 0.6), loss 0.117
     pes_loss, tes_loss = (float(v) for v in expected(jnp.asarray(np.stack([pes, tes]))))
     assert abs(pes[1] - best[1]) < 0.15, (pes, best)  # measured decay 0.57
-    assert pes_loss < 1.03 * float(jnp.min(values)), (pes_loss, float(jnp.min(values)))
+    assert pes_loss < 1.05 * float(jnp.min(values)), (pes_loss, float(jnp.min(values)))  # 1.028
     assert tes[1] > best[1] + 0.25, (tes, best)  # measured decay 0.98: decays too fast
     assert tes_loss > pes_loss
 
