@@ -26,7 +26,8 @@ SYSTEMS = ("image_mlp", "influence_balancing", "toy_regression", "lr_schedule_qu
 def build_task(cfg: TaskConfig) -> ImageMLPTask:
     spec = ImageMLPSpec(dataset=cfg.dataset, image_size=cfg.image_size,
                         hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
-                        batch_size=cfg.batch_size)
+                        batch_size=cfg.batch_size, grayscale=cfg.grayscale,
+                        data_dir=cfg.data_dir or None)
     try:
         return spec.build()
     except (DatasetError, ValueError) as e:

@@ -4,7 +4,8 @@
     lopt export --run DIR --out PATH
     lopt eval --optimizer PATH_OR_NAME [--tasks SUITE] [--steps N] [--seeds S] [--out DIR]
     lopt figures [--experiments NAME,...] [--out DIR] [--set key=value ...]
-    lopt list
+    lopt prepare NAME [--data-dir DIR]
+    lopt list [--data-dir DIR]
 
 Errors a user can fix (a bad config key or value, a missing dataset, an unusable
 checkpoint) print one line and exit with status 2, without a traceback.
@@ -13,6 +14,7 @@ checkpoint) print one line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
@@ -144,6 +146,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tasks import tfds_data
+
+    path = tfds_data.prepare(args.name, args.data_dir)
+    print(f"{args.name} is prepared in {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     del args
     from tasks.datasets import available_datasets
@@ -201,13 +211,22 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key in every experiment's config, e.g. train.steps=500")
     fg.set_defaults(func=cmd_figures)
+    pr = sub.add_parser("prepare", help="download and prepare a tfds dataset (needs internet "
+                        "and the [prepare] extra)")
+    pr.add_argument("name", help="mnist, fashion_mnist, cifar10 or svhn")
+    pr.set_defaults(func=cmd_prepare)
     ls = sub.add_parser("list", help="configs, datasets, task suites, optimizers")
     ls.set_defaults(func=cmd_list)
+    for command in (mt, ev, pr, ls):
+        command.add_argument("--data-dir", help="tensorflow-datasets data directory (default "
+                             "$TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["TFDS_DATA_DIR"] = args.data_dir  # read by every tfds dataset load
     try:
         return args.func(args)
     except USER_ERRORS as e:

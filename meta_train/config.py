@@ -28,8 +28,12 @@ class TaskConfig:
     # "lr_schedule_mlp" (meta_train.builders.SYSTEMS)
     kind: str = "image_mlp"
     theta0: tuple[float, ...] = ()  # initial theta of a toy system; () = its default
-    dataset: str = "fashion_mnist"
+    # fashion_mnist_embedded (ships with the package), or through tensorflow-datasets:
+    # mnist, fashion_mnist, cifar10, svhn (`lopt list` shows which are prepared)
+    dataset: str = "fashion_mnist_embedded"
     image_size: int = 8
+    grayscale: bool = False
+    data_dir: str = ""  # tfds data directory; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     hidden_sizes: tuple[int, ...] = (32,)
     activation: str = "relu"
     batch_size: int = 128

@@ -22,19 +22,23 @@ from tasks.image_mlp import ACTIVATIONS, ImageMLPTask, mlp_task_name
 
 @dataclasses.dataclass(frozen=True)
 class ImageMLPSpec:
-    dataset: str = "fashion_mnist"
+    dataset: str = "fashion_mnist_embedded"
     image_size: int = 8
     hidden_sizes: tuple[int, ...] = (32,)
     activation: str = "relu"
     batch_size: int = 128
+    grayscale: bool = False
+    data_dir: str | None = None  # tfds datasets: None = $TFDS_DATA_DIR or ~/tensorflow_datasets
 
     @property
     def name(self) -> str:
-        return mlp_task_name(self.hidden_sizes, self.activation, self.dataset, self.image_size,
+        dataset = self.dataset + ("_gray" if self.grayscale else "")
+        return mlp_task_name(self.hidden_sizes, self.activation, dataset, self.image_size,
                              self.batch_size)
 
     def build(self) -> ImageMLPTask:
-        return ImageMLPTask(load_dataset(self.dataset, self.image_size),
+        return ImageMLPTask(load_dataset(self.dataset, self.image_size, self.grayscale,
+                                         self.data_dir),
                             hidden_sizes=tuple(self.hidden_sizes),
                             activation=self.activation, batch_size=self.batch_size)
 
@@ -43,7 +47,7 @@ class ImageMLPSpec:
 class ImageMLPFamily:
     """Uniform over depth, log-uniform over width, uniform over activations."""
 
-    dataset: str = "fashion_mnist"
+    dataset: str = "fashion_mnist_embedded"
     image_size: int = 8
     depths: tuple[int, ...] = (1, 2, 3)
     width_range: tuple[int, int] = (16, 128)
@@ -81,5 +85,13 @@ HELD_OUT_SUITES: dict[str, tuple[ImageMLPSpec, ...]] = {
         ImageMLPSpec(hidden_sizes=(128, 64, 32), activation="gelu"),
         ImageMLPSpec(hidden_sizes=(16,), activation="elu", batch_size=256),
         ImageMLPSpec(image_size=28, hidden_sizes=(128,), activation="relu"),
+    ),
+    # Need the datasets prepared through tensorflow-datasets (`lopt prepare NAME`).
+    "tfds": (
+        ImageMLPSpec(dataset="mnist", image_size=14, hidden_sizes=(64,), activation="tanh"),
+        ImageMLPSpec(dataset="fashion_mnist", image_size=28, hidden_sizes=(128,)),
+        ImageMLPSpec(dataset="cifar10", image_size=8, hidden_sizes=(64,), grayscale=True),
+        ImageMLPSpec(dataset="cifar10", image_size=32, hidden_sizes=(128, 128)),
+        ImageMLPSpec(dataset="svhn", image_size=16, hidden_sizes=(64, 64), activation="gelu"),
     ),
 }

@@ -28,7 +28,7 @@ ACTIVATIONS = {
 
 def mlp_task_name(hidden_sizes, activation: str, dataset: str, image_size: int,
                   batch_size: int) -> str:
-    """The one spelling of an image-MLP task's name, e.g. ``mlp32_relu_fashion_mnist8_b128``."""
+    """The one spelling of an image-MLP task's name, e.g. ``mlp32_relu_fashion_mnist_embedded8_b128``."""
     hidden = "x".join(map(str, hidden_sizes)) or "linear"
     return f"mlp{hidden}_{activation}_{dataset}{image_size}_b{batch_size}"
 

@@ -18,3 +18,13 @@ def test_w1_smoke():
     assert row[:3] == ["4", "3", "10"]
     assert float(row[3]) > 0 and float(row[6]) > 0  # steps/s, peak RSS
     assert lines[-1].startswith("W1 N=4 K=3 T=10:")
+
+
+def test_dataset_load_smoke():
+    proc = subprocess.run([sys.executable, "bench/dataset_load.py", "--train", "120",
+                           "--test", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "train split on device: [100, 32, 32, 3]" in out  # 120 minus a sixth
+    assert "first load" in out and "cached load" in out
+    assert "reproduce: python bench/dataset_load.py --train 120 --test 20" in out

@@ -8,7 +8,7 @@ from tasks.datasets import DatasetError
 
 
 def test_embedded_fashion_mnist_splits_shapes_ranges():
-    ds = load_dataset("fashion_mnist", 8)
+    ds = load_dataset("fashion_mnist_embedded", 8)
     assert ds.x_train.shape == (50_000, 8, 8, 1)
     assert ds.x_validation.shape == (10_000, 8, 8, 1)
     assert ds.x_test.shape == (10_000, 8, 8, 1)
@@ -20,7 +20,7 @@ def test_embedded_fashion_mnist_splits_shapes_ranges():
 
 
 def test_embedded_full_resolution_subset():
-    ds = load_dataset("fashion_mnist", 28)
+    ds = load_dataset("fashion_mnist_embedded", 28)
     assert ds.x_train.shape[1:] == (28, 28, 1)
     assert len(ds.x_train) + len(ds.x_validation) == 6000
     assert len(ds.x_test) == 1000
@@ -30,11 +30,11 @@ def test_unknown_dataset_and_size_errors():
     with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
         load_dataset("nope")
     with pytest.raises(DatasetError, match="image_size"):
-        load_dataset("fashion_mnist", 16)
+        load_dataset("fashion_mnist_embedded", 16)
 
 
 def test_image_mlp_learns_with_sgd():
-    task = ImageMLPTask(load_dataset("fashion_mnist", 8), hidden_sizes=(32,), batch_size=128)
+    task = ImageMLPTask(load_dataset("fashion_mnist_embedded", 8), hidden_sizes=(32,), batch_size=128)
     params = task.init(jax.random.PRNGKey(0))
     assert params["layer_0"]["w"].shape == (64, 32)
 
@@ -53,7 +53,7 @@ def test_image_mlp_learns_with_sgd():
 
 
 def test_batches_are_drawn_from_the_named_split():
-    task = ImageMLPTask(load_dataset("fashion_mnist", 8), batch_size=16)
+    task = ImageMLPTask(load_dataset("fashion_mnist_embedded", 8), batch_size=16)
     x, y = task.batch(jax.random.PRNGKey(0), "test")
     assert x.shape == (16, 8, 8, 1) and y.shape == (16,)
     test_rows = np.asarray(task.data.x_test).reshape(len(task.data.x_test), -1)
