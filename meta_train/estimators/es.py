@@ -114,10 +114,17 @@ def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, theta,
     return grad, ParticleState(u.system_state, accumulator, u.remaining), metrics
 
 
+@dataclasses.dataclass(frozen=True)
 class _PersistentES:
     """Shared by PES, TruncatedES and NRES: persistent particles, K steps per call."""
 
-    _mode: str
+    system: object
+    num_particles: int = 8
+    trunc_len: int = 20
+    sigma: float = 0.01
+    antithetic: bool = True
+    stagger: bool = True
+    _mode = PES_MODE  # a class constant: how the losses are weighted (module doc)
 
     def __post_init__(self):
         _check(self.num_particles, self.antithetic, self.trunc_len, self.sigma)
@@ -135,51 +142,32 @@ class _PersistentES:
                             self.sigma, self.trunc_len, theta, state, key)
 
 
-_ES_META = ["num_particles", "trunc_len", "sigma", "antithetic", "stagger"]
+_register_es = functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["system"],
+    meta_fields=["num_particles", "trunc_len", "sigma", "antithetic", "stagger"])
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=_ES_META)
+@_register_es
 @dataclasses.dataclass(frozen=True)
 class PES(_PersistentES):
     """Persistent ES: unbiased, accumulates each episode's perturbations (module doc)."""
 
-    system: object
-    num_particles: int = 8
-    trunc_len: int = 20
-    sigma: float = 0.01
-    antithetic: bool = True
-    stagger: bool = True
     _mode = PES_MODE
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=_ES_META)
+@_register_es
 @dataclasses.dataclass(frozen=True)
 class TruncatedES(_PersistentES):
     """ES on each K-step truncation alone: cheap, biased by truncation (module doc)."""
 
-    system: object
-    num_particles: int = 8
-    trunc_len: int = 20
-    sigma: float = 0.01
-    antithetic: bool = True
-    stagger: bool = True
     _mode = TRUNCATED_MODE
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=_ES_META)
+@_register_es
 @dataclasses.dataclass(frozen=True)
 class NRES(_PersistentES):
     """Noise-reuse ES: one perturbation per particle per episode; unbiased (module doc)."""
 
-    system: object
-    num_particles: int = 8
-    trunc_len: int = 20
-    sigma: float = 0.01
-    antithetic: bool = True
-    stagger: bool = True
     _mode = NOISE_REUSE_MODE
 
 
