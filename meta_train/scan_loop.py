@@ -39,7 +39,7 @@ def run(config: config_lib.Config) -> tuple[Any, Trajectory]:
             return new, (new.theta, metrics["meta_loss"], metrics["skipped"])
         return jax.lax.scan(body, state, None, length=config.train.steps)
 
-    final, (thetas, losses, skipped) = scan(estimator, state)
+    _, (thetas, losses, skipped) = scan(estimator, state)
     thetas = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.theta, thetas)
     return system, Trajectory(thetas, losses, skipped)
 

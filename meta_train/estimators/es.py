@@ -104,9 +104,9 @@ def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, theta,
                                        + jnp.tensordot(b.astype(e.dtype), e, axes=1)) * scale,
                         w_old, eps)
     if mode == PES_MODE:
-        accumulator = where_tree(u.began_any, eps, w_old)
+        accumulator = where_tree(u.fresh[-1], eps, w_old)  # an episode began in this call
     elif mode == NOISE_REUSE_MODE:
-        accumulator = where_tree(u.began_any, eps, state.accumulator)
+        accumulator = where_tree(u.fresh[-1], eps, state.accumulator)
     else:
         accumulator = ()
     metrics = {"meta_loss": jnp.mean(u.losses), "episodes_begun": u.episodes_begun,

@@ -36,7 +36,6 @@ class Unrolled(NamedTuple):
     remaining: jax.Array  # [group]
     losses: jax.Array  # [K, sign, group]
     fresh: jax.Array  # bool [K, group]: the step belongs to an episode begun in this call
-    began_any: jax.Array  # bool [group]: an episode began during this call
     episodes_begun: jax.Array  # int32: new episodes started in this call
     nonfinite: jax.Array  # int32: groups whose state stopped being finite
 
@@ -98,6 +97,6 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
     keys = (jax.random.split(k_step, (num_steps, groups)),
             jax.random.split(k_init, (num_steps, groups)))
     carry0 = (system_state, remaining, jnp.zeros((groups,), bool))
-    (state, remaining, began), (losses, fresh, begins, bads) = jax.lax.scan(body, carry0, keys)
-    return Unrolled(state, remaining, losses, fresh, began,
+    (state, remaining, _), (losses, fresh, begins, bads) = jax.lax.scan(body, carry0, keys)
+    return Unrolled(state, remaining, losses, fresh,
                     jnp.sum(begins, dtype=jnp.int32), jnp.sum(bads, dtype=jnp.int32))
