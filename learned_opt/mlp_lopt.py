@@ -13,9 +13,12 @@ moments at the same decays, ``momentum * rsqrt(second_moment)`` and
 ``tanh(step / timescale - 1)``, is the same for every row, so it enters as a
 bias of the first layer (one small matmul per step, not one per parameter).
 
-Cost: the MLP runs on one ``(num_params, num_features)`` matrix built by
-concatenating every tensor's rows, so each layer is one large matmul whatever
-the number of tensors. Work is in float32; updates are cast to each leaf's dtype.
+Cost: the MLP, applied to every parameter, is almost all of the work. It runs
+once per tensor on that tensor's ``(size, num_features)`` feature matrix; the
+per-tensor normalisation is folded into the first layer (``(x * s) @ W ==
+x @ (s[:, None] * W)``), so the normalised features are never written out and
+the matrix feeds the first matmul directly. Work is in float32; updates are
+cast to each leaf's dtype.
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ class MLPLOptState(NamedTuple):
     step: jax.Array  # int32 scalar: updates applied so far
 
 
-def _rms_normalise(x: jax.Array) -> jax.Array:
-    """Normalise each trailing feature column of a (rows, features) block."""
-    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=0, keepdims=True) + 1e-5)
+def _inverse_rms(*columns: jax.Array) -> jax.Array:
+    """Per feature column of ``concatenate(columns, axis=1)``: 1 / sqrt(mean(x^2) + 1e-5).
+
+    Reduced block by block so the concatenated matrix is not written out twice.
+    """
+    mean_sq = [jnp.mean(jnp.square(c), axis=0) for c in columns]
+    return jax.lax.rsqrt(jnp.concatenate(mean_sq) + 1e-5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +60,9 @@ class MLPLOpt:
         return 2 + 4 * len(self.decays)
 
     # -- the network --------------------------------------------------------
-    def _forward(self, rows: jax.Array, time_features: jax.Array) -> jax.Array:
+    def _forward(self, rows: jax.Array, time_features: jax.Array,
+                 row_scale: jax.Array | None = None) -> jax.Array:
+        """The MLP on ``rows * row_scale`` (row_scale: one factor per feature column)."""
         f_in = rows.shape[-1]
         h0 = self.hidden_sizes[0]
         w_in = hk.get_parameter("w_in", (f_in, h0), rows.dtype,
@@ -61,6 +70,8 @@ class MLPLOpt:
         w_time = hk.get_parameter("w_time", (time_features.shape[-1], h0), rows.dtype,
                                   hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
         b_in = hk.get_parameter("b_in", (h0,), rows.dtype, jnp.zeros)
+        if row_scale is not None:
+            w_in = row_scale[:, None] * w_in
         h = jax.nn.relu(rows @ w_in + (time_features @ w_time + b_in))
         for size in self.hidden_sizes[1:]:
             h = jax.nn.relu(hk.Linear(size)(h))
@@ -97,28 +108,23 @@ class MLPLOpt:
         leaves_m = treedef.flatten_up_to(opt_state.momentum)
         leaves_v = treedef.flatten_up_to(opt_state.second_moment)
 
-        new_m, new_v, blocks, sizes = [], [], [], []
+        step_f = opt_state.step.astype(jnp.float32)
+        time_features = jnp.tanh(step_f / jnp.asarray(TIMESCALES, jnp.float32) - 1.0)
+        new_m, new_v, updates = [], [], []
         for p, g, m, v in zip(leaves_p, leaves_g, leaves_m, leaves_v):
             p32 = jnp.asarray(p, jnp.float32).reshape(-1, 1)
             g32 = jnp.asarray(g, jnp.float32).reshape(-1, 1)
             m = decays * m.reshape(-1, len(self.decays)) + (1 - decays) * g32
             v = decays * v.reshape(-1, len(self.decays)) + (1 - decays) * jnp.square(g32)
             rsqrt = jax.lax.rsqrt(v + 1e-8)
-            feats = jnp.concatenate([p32, g32, m, v, m * rsqrt, rsqrt], axis=1)
-            blocks.append(_rms_normalise(feats))
-            sizes.append(p32.shape[0])
+            columns = (p32, g32, m, v, m * rsqrt, rsqrt)
+            out = self._net.apply(theta, jnp.concatenate(columns, axis=1), time_features,
+                                  _inverse_rms(*columns))
+            delta = -out[:, 0] * jnp.exp(self.exp_mult * out[:, 1]) * self.step_mult
+            updates.append(delta.reshape(jnp.shape(p)).astype(jnp.result_type(p)))
             new_m.append(m.reshape(*jnp.shape(p), -1))
             new_v.append(v.reshape(*jnp.shape(p), -1))
 
-        step_f = opt_state.step.astype(jnp.float32)
-        time_features = jnp.tanh(step_f / jnp.asarray(TIMESCALES, jnp.float32) - 1.0)
-        out = self._net.apply(theta, jnp.concatenate(blocks, axis=0), time_features)
-        delta = -out[:, 0] * jnp.exp(self.exp_mult * out[:, 1]) * self.step_mult
-
-        updates, start = [], 0
-        for p, n in zip(leaves_p, sizes):
-            updates.append(delta[start:start + n].reshape(jnp.shape(p)).astype(jnp.result_type(p)))
-            start += n
         new_state = MLPLOptState(momentum=treedef.unflatten(new_m),
                                  second_moment=treedef.unflatten(new_v),
                                  step=opt_state.step + 1)

@@ -62,6 +62,9 @@ class EstimatorConfig:
     sigma: float = 0.01  # standard deviation of each perturbation coordinate
     antithetic: bool = True
     stagger: bool = True
+    # particles stepped together (vmap) per device: -1 auto (by system size and
+    # backend), 0 all, 1 one at a time, or a multiple of 2 with antithetic pairs
+    particle_chunk: int = -1
 
 
 @dataclasses.dataclass(frozen=True)

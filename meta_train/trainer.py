@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from meta_train import config as config_lib
+from meta_train import config as config_lib, xla_options
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.checkpoint import Checkpointer
 from meta_train.estimators.common import all_finite
@@ -69,11 +69,19 @@ def outer_iteration(outer_opt: optax.GradientTransformation) -> Callable:
 
 def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None) -> Callable:
     """The jitted outer iteration; ``shardings`` (a MetaState of NamedShardings) keeps
-    the particle axis sharded across iterations (``meta_train.sharding``)."""
+    the particle axis sharded across iterations (``meta_train.sharding``) and each
+    device runs its own particles (the mesh is set while tracing)."""
     outer_step = outer_iteration(outer_opt)
     if shardings is None:
-        return jax.jit(outer_step)
-    return jax.jit(outer_step, out_shardings=(shardings, None))
+        return xla_options.jit(outer_step)
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    jitted = xla_options.jit(outer_step, out_shardings=(shardings, None))
+
+    def step_on_mesh(estimator, state: MetaState):
+        with jax.set_mesh(mesh):
+            return jitted(estimator, state)
+
+    return step_on_mesh
 
 
 def distribute(estimator, state: MetaState, devices=None) -> tuple[MetaState, Any, int]:

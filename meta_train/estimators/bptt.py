@@ -21,15 +21,19 @@ import jax
 import jax.numpy as jnp
 
 from meta_train.estimators.common import split_particles
-from meta_train.estimators.unroll import ParticleState, init_particles, unroll
+from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
+                                          init_particles, resolve_particle_chunk, unroll)
 
 
-def _bptt_estimate(system, num_particles, trunc_len, theta, state: ParticleState, key):
+def _bptt_estimate(system, num_particles, trunc_len, particle_chunk, theta,
+                   state: ParticleState, key):
+    particle_chunk = resolve_particle_chunk(particle_chunk, system, theta)
+
     def mean_loss(th):
         thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (1, num_particles) + jnp.shape(x)),
                               th)
         u = unroll(system, thetas, thetas, jax.lax.stop_gradient(state.system_state),
-                   state.remaining, key, trunc_len)
+                   state.remaining, key, trunc_len, particle_chunk)
         return jnp.mean(u.losses), u
 
     (loss, u), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
@@ -38,14 +42,15 @@ def _bptt_estimate(system, num_particles, trunc_len, theta, state: ParticleState
     return grad, ParticleState(u.system_state, (), u.remaining), metrics
 
 
-def _check(num_particles: int, trunc_len: int) -> None:
+def _check(num_particles: int, trunc_len: int, particle_chunk: int) -> None:
     split_particles(num_particles, False)
+    check_particle_chunk(particle_chunk, 1)
     if trunc_len < 1:
         raise ValueError("trunc_len must be >= 1")
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles", "trunc_len", "stagger"])
+                   meta_fields=["num_particles", "trunc_len", "stagger", "particle_chunk"])
 @dataclasses.dataclass(frozen=True)
 class TBPTT:
     """Truncated backprop through time over persistent particles (module doc)."""
@@ -54,9 +59,10 @@ class TBPTT:
     num_particles: int = 8
     trunc_len: int = 20
     stagger: bool = True
+    particle_chunk: int = AUTO
 
     def __post_init__(self):
-        _check(self.num_particles, self.trunc_len)
+        _check(self.num_particles, self.trunc_len, self.particle_chunk)
 
     @property
     def layout(self) -> tuple[int, int]:
@@ -67,21 +73,22 @@ class TBPTT:
         return ParticleState(state, (), remaining)
 
     def estimate(self, theta, state: ParticleState, key: jax.Array):
-        return _bptt_estimate(self.system, self.num_particles, self.trunc_len, theta, state,
-                              key)
+        return _bptt_estimate(self.system, self.num_particles, self.trunc_len,
+                              self.particle_chunk, theta, state, key)
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles"])
+                   meta_fields=["num_particles", "particle_chunk"])
 @dataclasses.dataclass(frozen=True)
 class FullBPTT:
     """Exact gradient through one fresh whole episode per particle and call (module doc)."""
 
     system: object
     num_particles: int = 1
+    particle_chunk: int = AUTO
 
     def __post_init__(self):
-        _check(self.num_particles, 1)
+        _check(self.num_particles, 1, self.particle_chunk)
 
     @property
     def trunc_len(self) -> int:
@@ -97,5 +104,5 @@ class FullBPTT:
 
     def estimate(self, theta, state: ParticleState, key: jax.Array):
         state = state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh
-        return _bptt_estimate(self.system, self.num_particles, self.trunc_len, theta, state,
-                              key)
+        return _bptt_estimate(self.system, self.num_particles, self.trunc_len,
+                              self.particle_chunk, theta, state, key)

@@ -45,13 +45,15 @@ import jax
 import jax.numpy as jnp
 
 from meta_train.estimators.common import gaussian_like, split_particles, where_tree
-from meta_train.estimators.unroll import ParticleState, init_particles, unroll
+from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
+                                          init_particles, resolve_particle_chunk, unroll)
 
 PES_MODE, TRUNCATED_MODE, NOISE_REUSE_MODE = "pes", "truncated", "noise_reuse"
 
 
-def _check(num_particles: int, antithetic: bool, trunc_len: int, sigma: float) -> None:
-    split_particles(num_particles, antithetic)
+def _check(num_particles: int, antithetic: bool, trunc_len: int, sigma: float,
+           particle_chunk: int) -> None:
+    check_particle_chunk(particle_chunk, split_particles(num_particles, antithetic)[0])
     if trunc_len < 1:
         raise ValueError("trunc_len must be >= 1")
     if not sigma > 0:
@@ -78,7 +80,7 @@ def _perturb(theta, noise, signs):
                         * e[None], theta, noise)
 
 
-def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, theta,
+def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, particle_chunk, theta,
                  state: ParticleState, key):
     num_signs, groups = layout
     k_eps, k_unroll = jax.random.split(key)
@@ -93,7 +95,7 @@ def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, theta,
     else:
         thetas_old, w_old = thetas_new, eps
     u = unroll(system, thetas_old, thetas_new, state.system_state, state.remaining,
-               k_unroll, trunc_len)
+               k_unroll, trunc_len, resolve_particle_chunk(particle_chunk, system, theta))
 
     fresh = u.fresh.astype(u.losses.dtype)[:, None, :]  # [K, 1, group]
     signed = signs[:, None] * u.losses  # [K, sign, group]
@@ -124,10 +126,12 @@ class _PersistentES:
     sigma: float = 0.01
     antithetic: bool = True
     stagger: bool = True
+    particle_chunk: int = AUTO  # particles vectorised together (meta_train.estimators.unroll)
     _mode = PES_MODE  # a class constant: how the losses are weighted (module doc)
 
     def __post_init__(self):
-        _check(self.num_particles, self.antithetic, self.trunc_len, self.sigma)
+        _check(self.num_particles, self.antithetic, self.trunc_len, self.sigma,
+               self.particle_chunk)
 
     @property
     def layout(self) -> tuple[int, int]:
@@ -139,12 +143,13 @@ class _PersistentES:
 
     def estimate(self, theta, state: ParticleState, key: jax.Array):
         return _es_estimate(self.system, self._mode, self.layout, self.num_particles,
-                            self.sigma, self.trunc_len, theta, state, key)
+                            self.sigma, self.trunc_len, self.particle_chunk, theta, state, key)
 
 
 _register_es = functools.partial(
     jax.tree_util.register_dataclass, data_fields=["system"],
-    meta_fields=["num_particles", "trunc_len", "sigma", "antithetic", "stagger"])
+    meta_fields=["num_particles", "trunc_len", "sigma", "antithetic", "stagger",
+                 "particle_chunk"])
 
 
 @_register_es
@@ -172,7 +177,7 @@ class NRES(_PersistentES):
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles", "sigma", "antithetic"])
+                   meta_fields=["num_particles", "sigma", "antithetic", "particle_chunk"])
 @dataclasses.dataclass(frozen=True)
 class FullES:
     """ES over whole episodes: each call unrolls a fresh episode of T steps per particle.
@@ -186,9 +191,10 @@ class FullES:
     num_particles: int = 8
     sigma: float = 0.01
     antithetic: bool = True
+    particle_chunk: int = AUTO
 
     def __post_init__(self):
-        _check(self.num_particles, self.antithetic, 1, self.sigma)
+        _check(self.num_particles, self.antithetic, 1, self.sigma, self.particle_chunk)
 
     @property
     def trunc_len(self) -> int:
@@ -205,4 +211,4 @@ class FullES:
     def estimate(self, theta, state: ParticleState, key: jax.Array):
         state = state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh
         return _es_estimate(self.system, TRUNCATED_MODE, self.layout, self.num_particles,
-                            self.sigma, self.trunc_len, theta, state, key)
+                            self.sigma, self.trunc_len, self.particle_chunk, theta, state, key)
