@@ -4,9 +4,11 @@ Inner task: MLP 784-128-10 (ReLU), softmax cross-entropy, batch 128, random
 28x28x1 images; learned optimizer MLPLOpt 2x32; PES, K=20, T=200, sigma 0.01,
 outer Adam 1e-3 - all through the public API. Per configuration it prints:
 particle inner-steps/s (median over timed blocks after warm-up), warm-up time
-including compilation, peak RSS of a fresh process, and the fraction of the
-FLOP-bound limit (FLOPs of one particle step / float32 matmul throughput timed
-in the same run).
+(start of the process to the end of 3 warm-up iterations, compilation
+included) and peak RSS of a fresh process -- once with an empty compilation
+cache ("cold") and once more with the cache that run filled ("cached", what a
+rerun of ``lopt meta-train`` sees) -- and the fraction of the FLOP-bound limit
+(FLOPs of one particle step / float32 matmul throughput timed in the same run).
 
     python bench/w1.py                      # N=8, K=20, T=200
     python bench/w1.py --particles 32 --trunc-len 50
@@ -24,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REFERENCE = {2: 122.0, 8: 98.0, 32: 89.0}  # learned_optimization, BENCHMARKS.md
@@ -57,6 +60,10 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     t_start = time.perf_counter()
     import jax
     import jax.numpy as jnp
+    import numpy as np
+
+    from meta_train.xla_options import enable_compilation_cache
+    enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
 
     from learned_opt import MLPLOpt
     from meta_train.estimators import PES
@@ -67,9 +74,9 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     import optax
 
     side, hidden, batch, n = (8, 16, 16, 256) if tiny else (28, 128, 128, 10_000)
-    k = jax.random.split(jax.random.PRNGKey(0), 2)
-    x = jax.random.uniform(k[0], (n, side, side, 1))
-    y = jax.random.randint(k[1], (n,), 0, 10)
+    rng = np.random.default_rng(0)  # host-side: a device RNG would hold its temporaries
+    x = jnp.asarray(rng.random((n, side, side, 1), np.float32))
+    y = jnp.asarray(rng.integers(0, 10, n, dtype=np.int32))
     data = Dataset("random", 10, x, y, x[: n // 10], y[: n // 10], x[: n // 10], y[: n // 10])
     task = ImageMLPTask(data, hidden_sizes=(hidden,), batch_size=batch)
     lopt = MLPLOpt(hidden_sizes=(32, 32))
@@ -102,19 +109,32 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
             "meta_loss": float(metrics["meta_loss"]), "device": str(jax.devices()[0].platform)}
 
 
-def in_subprocess(args, particles, trunc_len, horizon) -> dict:
+def in_subprocess(args, particles, trunc_len, horizon, cache_dir, iters=None,
+                  blocks=None) -> dict:
     cmd = [sys.executable, __file__, "--one", "--particles", str(particles), "--trunc-len",
-           str(trunc_len), "--horizon", str(horizon), "--iters", str(args.iters),
-           "--warmup", str(args.warmup), "--blocks", str(args.blocks)] + (["--tiny"] if args.tiny else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+           str(trunc_len), "--horizon", str(horizon), "--iters", str(iters or args.iters),
+           "--warmup", str(args.warmup), "--blocks", str(blocks or args.blocks)]
+    cmd += ["--tiny"] if args.tiny else []
+    env = {**os.environ, "LOPT_COMPILATION_CACHE": cache_dir}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(args, particles, trunc_len, horizon, cache_root) -> dict:
+    """A cold run (empty compilation cache), then the warm-up again from its cache."""
+    cache_dir = tempfile.mkdtemp(dir=cache_root)
+    cold = in_subprocess(args, particles, trunc_len, horizon, cache_dir)
+    cached = in_subprocess(args, particles, trunc_len, horizon, cache_dir, iters=1, blocks=1)
+    return dict(cold, warmup_cached_s=cached["warmup_s"], peak_rss_cached_mb=cached["peak_rss_mb"])
 
 
 def row(r: dict) -> str:
     ref = REFERENCE.get(r["particles"]) if r["trunc_len"] == 20 and r["horizon"] == 200 else None
     vs = f"{r['steps_per_s'] / ref:5.1f}x" if ref else "   - "
     return (f"| {r['particles']:3d} | {r['trunc_len']:3d} | {r['horizon']:6d} | "
-            f"{r['steps_per_s']:8.0f} | {vs} | {r['warmup_s']:6.1f} | {r['peak_rss_mb']:7.0f} | "
+            f"{r['steps_per_s']:8.0f} | {vs} | {r['warmup_s']:5.1f} / {r['warmup_cached_s']:4.1f} | "
+            f"{r['peak_rss_mb']:5.0f} / {r['peak_rss_cached_mb']:5.0f} | "
             f"{100 * r['fraction_of_limit']:5.1f}% |")
 
 
@@ -140,13 +160,15 @@ def main() -> None:
                    + [(8, 20, t) for t in (2000, 20000)])
     print(f"# W1{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
           f"command: python bench/w1.py {' '.join(sys.argv[1:])}")
-    print("| N | K | T | particle-steps/s | vs l_o | warm-up s | peak RSS MB | of limit |")
+    print("| N | K | T | particle-steps/s | vs l_o | warm-up s (cold / cached) "
+          "| peak RSS MB (cold / cached) | of limit |")
     print("|---|---|---|---|---|---|---|---|")
     results = []
-    for n, k, t in configs:
-        r = in_subprocess(args, n, k, t)
-        results.append(r)
-        print(row(r), flush=True)
+    with tempfile.TemporaryDirectory(prefix="w1-xla-cache-") as cache_root:
+        for n, k, t in configs:
+            r = measure(args, n, k, t, cache_root)
+            results.append(r)
+            print(row(r), flush=True)
     r0 = results[0]
     print(f"# one particle step = {r0['mflop_per_step']:.0f} MFLOP; float32 matmul "
           f"{r0['matmul_gflops']:.0f} GFLOP/s -> limit {r0['limit_steps_per_s']:.0f} "

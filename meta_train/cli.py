@@ -9,6 +9,8 @@
 
 Errors a user can fix (a bad config key or value, a missing dataset, an unusable
 checkpoint) print one line and exit with status 2, without a traceback.
+Compiled programs are cached in ``~/.cache/lopt/xla`` (``$LOPT_COMPILATION_CACHE``
+names another directory, ``0`` turns the cache off).
 """
 
 from __future__ import annotations
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "data_dir", None):
         os.environ["TFDS_DATA_DIR"] = args.data_dir  # read by every tfds dataset load
+    from meta_train.xla_options import enable_compilation_cache
+    enable_compilation_cache()  # a rerun with the same shapes skips compilation
     try:
         return args.func(args)
     except USER_ERRORS as e:

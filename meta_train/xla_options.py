@@ -9,6 +9,11 @@ which runs it tile by tile in cache. The results are the same bit for bit
 (checked in ``tests/test_learned_opt.py``); the MLP over W1's 101,770
 parameters takes 2.9 ms instead of 5.5 ms (``bench/w1.py`` for the whole step).
 
+``enable_compilation_cache()`` keeps compiled programs on disk (JAX's
+persistent compilation cache), so a second run with the same shapes loads its
+outer iteration instead of compiling it: W1's warm-up drops from about 14 s
+to about 6 s and its peak memory by about 0.4 GB (``bench/w1.py`` reports both).
+
 The option is experimental in XLA, so it is probed once on a tiny program; a
 jaxlib that does not know it gets no options rather than an error. Options
 apply per compiled program: a user's own ``jit`` is never affected.
@@ -17,6 +22,8 @@ apply per compiled program: a user's own ``jit`` is never affected.
 from __future__ import annotations
 
 import functools
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -40,3 +47,29 @@ def compiler_options() -> dict | None:
 def jit(fun, **kwargs):
     """``jax.jit`` with ``compiler_options()``."""
     return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+
+
+CACHE_ENV = "LOPT_COMPILATION_CACHE"  # a directory, or 0 to turn the cache off
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache; returns its directory or None.
+
+    ``$LOPT_COMPILATION_CACHE`` names the directory (``0`` disables it); the
+    default is ``~/.cache/lopt/xla``. A directory already set for JAX (e.g.
+    ``$JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    choice = os.environ.get(CACHE_ENV, "")
+    if choice.lower() in ("0", "off", "false", "no"):
+        return None
+    directory = pathlib.Path(choice or pathlib.Path.home() / ".cache" / "lopt" / "xla")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: run without the cache
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return str(directory)
