@@ -317,10 +317,10 @@ class _Exploding:
         return jnp.where(loss > 0, jnp.nan, state), jnp.where(loss > 0, 3.0, loss)
 
 
-@pytest.mark.parametrize("cls", [PES, TruncatedES, NRES])
-def test_nonfinite_particle_is_restarted_and_estimate_stays_finite(cls):
+@pytest.mark.parametrize("cls,chunk", [(PES, 0), (TruncatedES, 0), (NRES, 0), (PES, 1)])
+def test_nonfinite_particle_is_restarted_and_estimate_stays_finite(cls, chunk):
     system = _Exploding(_lq(50, jnp.float32), 50)
-    est = cls(system, num_particles=4, trunc_len=5, sigma=0.1)
+    est = cls(system, num_particles=4, trunc_len=5, sigma=0.1, particle_chunk=chunk)
     theta = jnp.array(THETA)
     state = est.init(theta, jax.random.PRNGKey(0))
     estimate = jax.jit(est.estimate)

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from learned_opt import SGDM, Adam, MLPLOpt, as_optax
+from learned_opt import SGDM, Adam, MLPLOpt, as_optax, mlp_lopt
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,33 @@ def test_update_without_params_is_a_clear_error(lopt_and_theta):
     opt = as_optax(lopt, theta)
     with pytest.raises(ValueError, match="needs params"):
         opt.update(params, opt.init(params))
+
+
+def test_update_matches_the_formula_with_explicitly_normalised_features():
+    """The first-layer folding of the per-tensor normalisation computes the documented MLP."""
+    lopt = MLPLOpt(hidden_sizes=(16, 16))
+    theta = lopt.init_meta(jax.random.PRNGKey(3))
+    keys = jax.random.split(jax.random.PRNGKey(4), 4)
+    params = {"w": jax.random.normal(keys[0], (6, 5)), "b": jax.random.normal(keys[1], (5,))}
+    grads = {"w": jax.random.normal(keys[2], (6, 5)), "b": jax.random.normal(keys[3], (5,))}
+    state = lopt.init(theta, params)
+    for _ in range(2):  # non-zero moments
+        updates, state = lopt.update(theta, state, grads, params)
+
+    decays = np.asarray(lopt.decays)
+    expected = {}
+    for name in params:
+        p = np.asarray(params[name]).reshape(-1, 1)
+        g = np.asarray(grads[name]).reshape(-1, 1)
+        m = np.asarray(state.momentum[name]).reshape(-1, len(decays))  # after this update
+        v = np.asarray(state.second_moment[name]).reshape(-1, len(decays))
+        r = 1 / np.sqrt(v + 1e-8)
+        feats = np.concatenate([p, g, m, v, m * r, r], axis=1)
+        feats = feats / np.sqrt(np.mean(feats ** 2, axis=0, keepdims=True) + 1e-5)
+        t = np.tanh(1.0 / np.asarray(mlp_lopt.TIMESCALES) - 1.0)  # step 1: the second update
+        out = np.asarray(lopt._net.apply(theta, jnp.asarray(feats, jnp.float32),
+                                         jnp.asarray(t, jnp.float32)))
+        expected[name] = (-out[:, 0] * np.exp(lopt.exp_mult * out[:, 1]) * lopt.step_mult
+                          ).reshape(params[name].shape)
+    for name in params:
+        np.testing.assert_allclose(updates[name], expected[name], rtol=1e-4, atol=1e-9)
