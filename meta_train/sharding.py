@@ -2,11 +2,13 @@
 
 The population is split along its group axis (pairs with antithetic sampling,
 particles without) over a 1-D mesh named ``"particles"``; theta, the outer
-optimizer state and the task's data are replicated. ``jit`` then runs each
-device's particles locally and turns the estimator's sum over particles into
-one all-reduce. Random numbers do not depend on the sharding (JAX's
-partitionable threefry), so a sharded run computes what a single-device run
-computes, up to the order of that final floating-point sum.
+optimizer state and the task's data are replicated. ``make_outer_step`` traces
+the outer iteration with that mesh set (``jax.set_mesh``), and the unroll runs
+each device's groups through ``jax.shard_map`` (``meta_train.estimators.unroll``),
+so a device steps only its own particles, in whatever ``particle_chunk`` asks;
+the estimator's sum over particles becomes one all-reduce. Random numbers do
+not depend on the sharding (keys are drawn for the whole population first),
+so a sharded run computes what a single-device run computes, up to rounding.
 
 Several hosts: call ``jax.distributed.initialize()`` (with the coordinator
 address, process count and id, or from the cluster environment) in every

@@ -16,7 +16,10 @@ def test_w1_smoke():
     assert lines[0].startswith("# W1") and "command: python bench/w1.py" in lines[0]
     row = [c.strip() for c in lines[3].strip("|").split("|")]
     assert row[:3] == ["4", "3", "10"]
-    assert float(row[3]) > 0 and float(row[6]) > 0  # steps/s, peak RSS
+    assert float(row[3]) > 0  # steps/s
+    warm_cold, warm_cached = (float(x) for x in row[5].split("/"))
+    rss_cold, rss_cached = (float(x) for x in row[6].split("/"))
+    assert warm_cold > 0 and warm_cached > 0 and rss_cold > 0 and rss_cached > 0
     assert lines[-1].startswith("W1 N=4 K=3 T=10:")
 
 
