@@ -130,10 +130,6 @@ def _group_unroll(system, sign_map, thetas_old, thetas_new, state, remaining, st
     return state, remaining, outs
 
 
-def _vmap(f, in_axes):
-    return jax.vmap(f, in_axes)
-
-
 def _one_by_one(f, in_axes):
     """Like ``vmap(f, in_axes)`` but one element after another (``lax.map``)."""
     def mapped(*args):
@@ -149,7 +145,7 @@ def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remai
                   step_keys, init_keys):
     """Every local group; group axis leading everywhere."""
     groups = remaining.shape[0]
-    sign_map = _one_by_one if chunk == 1 else _vmap
+    sign_map = _one_by_one if chunk == 1 else jax.vmap
     fn = functools.partial(_group_unroll, system, sign_map)
     xs = (thetas_old, thetas_new, state, remaining, step_keys, init_keys)
     if chunk == 0 or chunk >= groups * num_signs:
