@@ -22,13 +22,11 @@ import jax.numpy as jnp
 
 from meta_train.estimators.common import split_particles
 from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
-                                          init_particles, resolve_particle_chunk, unroll)
+                                          init_particles, unroll)
 
 
 def _bptt_estimate(system, num_particles, trunc_len, particle_chunk, theta,
                    state: ParticleState, key):
-    particle_chunk = resolve_particle_chunk(particle_chunk, system, theta)
-
     def mean_loss(th):
         thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (1, num_particles) + jnp.shape(x)),
                               th)

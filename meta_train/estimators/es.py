@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from meta_train.estimators.common import gaussian_like, split_particles, where_tree
 from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
-                                          init_particles, resolve_particle_chunk, unroll)
+                                          init_particles, unroll)
 
 PES_MODE, TRUNCATED_MODE, NOISE_REUSE_MODE = "pes", "truncated", "noise_reuse"
 
@@ -95,7 +95,7 @@ def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, particle
     else:
         thetas_old, w_old = thetas_new, eps
     u = unroll(system, thetas_old, thetas_new, state.system_state, state.remaining,
-               k_unroll, trunc_len, resolve_particle_chunk(particle_chunk, system, theta))
+               k_unroll, trunc_len, particle_chunk)
 
     fresh = u.fresh.astype(u.losses.dtype)[:, None, :]  # [K, 1, group]
     signed = signs[:, None] * u.losses  # [K, sign, group]

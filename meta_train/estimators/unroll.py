@@ -164,7 +164,7 @@ def _particle_mesh_size() -> int:
 
 
 def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
-           key: jax.Array, num_steps: int, particle_chunk: int = 0) -> Unrolled:
+           key: jax.Array, num_steps: int, particle_chunk: int = AUTO) -> Unrolled:
     """Advance every particle ``num_steps`` steps (module doc for how it is computed).
 
     ``thetas_old`` / ``thetas_new`` have leading axes ``[sign, group]``: a
@@ -182,7 +182,9 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
     group_major = functools.partial(jax.tree.map, lambda x: jnp.swapaxes(x, 0, 1))
     xs = (None if same else group_major(thetas_old), group_major(thetas_new),
           group_major(system_state), remaining, step_keys, init_keys)
-    local = functools.partial(_local_unroll, system, particle_chunk, num_signs)
+    one_theta = jax.tree.map(lambda x: x[0, 0], thetas_new)
+    chunk = resolve_particle_chunk(particle_chunk, system, one_theta)
+    local = functools.partial(_local_unroll, system, chunk, num_signs)
     shards = _particle_mesh_size()
     if shards > 1:
         if groups % shards:
