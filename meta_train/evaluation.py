@@ -7,10 +7,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from meta_train import xla_options
+
 EVAL_KEY = 20211  # fixed, so every run and every theta is judged on the same seeds
 
 
-@functools.partial(jax.jit, static_argnames=("num_seeds", "num_steps"))
 def training_curves(system, theta, key: jax.Array, num_seeds: int, num_steps: int) -> jax.Array:
     """Per-step losses ``[num_seeds, num_steps]`` of fresh episodes run with ``theta``."""
     def one(k):
@@ -26,12 +27,17 @@ def training_curves(system, theta, key: jax.Array, num_seeds: int, num_steps: in
     return jax.vmap(one)(jax.random.split(key, num_seeds))
 
 
+@functools.cache
+def _compiled_curves():  # built on first use: the options depend on the backend
+    return xla_options.jit(training_curves, static_argnames=("num_seeds", "num_steps"))
+
+
 def evaluate(system, theta, num_seeds: int = 8, num_steps: int | None = None) -> dict:
     """Mean and final per-step loss over ``num_seeds`` fixed seeds.
 
     Episodes last ``num_steps``, else the system's ``eval_horizon``, else its horizon.
     """
     num_steps = num_steps or getattr(system, "eval_horizon", system.horizon)
-    curves = training_curves(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds, num_steps)
+    curves = _compiled_curves()(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds, num_steps)
     return {"eval_loss": float(jnp.mean(curves)),
             "eval_final_loss": float(jnp.mean(curves[:, -1]))}

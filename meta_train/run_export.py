@@ -11,7 +11,7 @@ import learned_opt
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.checkpoint import CheckpointError, Checkpointer
-from meta_train.trainer import init_meta_state
+from meta_train.trainer import fresh_meta_state
 
 
 def theta_from_run(run_dir: str | pathlib.Path):
@@ -27,8 +27,8 @@ def theta_from_run(run_dir: str | pathlib.Path):
     system = build_system(config)
     estimator = build_estimator(config, system)
     # Only the structure is needed as the restore target: no particle is built.
-    like = jax.eval_shape(lambda: init_meta_state(estimator, build_outer_optimizer(config),
-                                                  config.train.seed))
+    like = jax.eval_shape(lambda: fresh_meta_state(estimator, build_outer_optimizer(config),
+                                                   jax.random.PRNGKey(config.train.seed)))
     step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
     card = {"meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
             "estimator": config_lib.to_dict(config)["estimator"],

@@ -12,6 +12,7 @@ resumed run draws exactly the keys an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -41,12 +42,21 @@ class MetaState(NamedTuple):
     key: jax.Array  # uint32[2]: the run's base key
 
 
-def init_meta_state(estimator, outer_opt: optax.GradientTransformation, seed: int) -> MetaState:
-    k_theta, k_est, k_run = jax.random.split(jax.random.PRNGKey(seed), 3)
+def fresh_meta_state(estimator, outer_opt: optax.GradientTransformation,
+                     key: jax.Array) -> MetaState:
+    """The state before the first outer iteration (pure; ``init_meta_state`` compiles it)."""
+    k_theta, k_est, k_run = jax.random.split(key, 3)
     theta = estimator.system.init_theta(k_theta)
     return MetaState(step=jnp.zeros((), jnp.int32), theta=theta,
                      outer_opt_state=outer_opt.init(theta),
-                     estimator_state=jax.jit(estimator.init)(theta, k_est), key=k_run)
+                     estimator_state=estimator.init(theta, k_est), key=k_run)
+
+
+def init_meta_state(estimator, outer_opt: optax.GradientTransformation, seed: int) -> MetaState:
+    """``fresh_meta_state`` as one compiled program (op by op, the initialisers alone
+    compiled dozens of small programs: seconds of warm-up)."""
+    init = functools.partial(fresh_meta_state, outer_opt=outer_opt)
+    return xla_options.jit(init)(estimator, key=jax.random.PRNGKey(seed))
 
 
 def outer_iteration(outer_opt: optax.GradientTransformation) -> Callable:

@@ -84,3 +84,5 @@ def test_cpu_compiler_options_are_probed():
         assert opts == xla_options.CPU_OPTIONS
     else:
         assert opts is None
+    # An option this XLA does not know is left out instead of failing every compile.
+    assert not xla_options._compiles_with("xla_cpu_no_such_option_for_lopt", True)
