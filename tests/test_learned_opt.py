@@ -128,3 +128,26 @@ def test_update_matches_the_formula_with_explicitly_normalised_features():
                           ).reshape(params[name].shape)
     for name in params:
         np.testing.assert_allclose(updates[name], expected[name], rtol=1e-4, atol=1e-9)
+
+
+def test_init_meta_weights_are_fan_in_truncated_normals():
+    lopt = MLPLOpt()
+    theta = lopt.init_meta(jax.random.PRNGKey(7))
+    rows = jnp.zeros((1, lopt.num_features))
+    haiku_init = lopt._net.init(jax.random.PRNGKey(7), rows, jnp.zeros(11))
+    assert jax.tree.structure(theta) == jax.tree.structure(haiku_init)
+    assert jax.tree.map(jnp.shape, theta) == jax.tree.map(jnp.shape, haiku_init)
+    z = []
+    for leaf in jax.tree.leaves(theta):
+        if leaf.ndim == 1:
+            assert not np.any(np.asarray(leaf)), "biases start at zero"
+        else:
+            z.append(np.asarray(leaf).ravel() * np.sqrt(leaf.shape[0]))
+    z = np.concatenate(z)
+    assert np.all(np.abs(z) <= 2.0 + 1e-6)  # truncated at 2 standard deviations
+    # std of N(0, 1) cut at +-2 is 0.8796; its standard error here is 0.88 / sqrt(2 n).
+    se = 0.88 / np.sqrt(2 * z.size)
+    assert abs(z.std() - 0.8796) < 4 * se, (z.std(), se)
+    assert abs(z.mean()) < 4 * 0.88 / np.sqrt(z.size)
+    # The leaves are cut from one draw, not copies of each other.
+    assert len(np.unique(np.round(z, 6))) > 0.99 * z.size

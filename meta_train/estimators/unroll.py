@@ -17,7 +17,9 @@ always initialised under the perturbation its first step uses, so with
 How the population is computed (``particle_chunk``; the results do not depend
 on it beyond floating-point rounding): each group runs its K steps in one
 ``lax.scan``; groups are vectorised with ``vmap`` in chunks of
-``particle_chunk`` particles, the chunks one after another (``lax.map``).
+``particle_chunk`` particles, the chunks one after another (a ``fori_loop``
+that reads and writes each chunk's states in the population's own buffers,
+in its ``[sign, group]`` layout, so the population is never copied).
 ``0`` vectorises the whole population: best for small systems and on
 accelerators. ``1`` steps one particle at a time (the members of a pair one
 after the other): on a CPU a particle whose state and learned-optimizer
@@ -101,12 +103,54 @@ def init_particles(system, theta, layout: tuple[int, int], key: jax.Array,
     return state, remaining.astype(jnp.int32)
 
 
-def _group_unroll(system, sign_map, thetas_old, thetas_new, state, remaining, step_keys,
+def _take(x, start, size: int, axis: int):
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis)
+
+
+def _put(x, update, start, axis: int):
+    return jax.lax.dynamic_update_slice_in_dim(x, update, start, axis)
+
+
+def _sign_by_sign(f, state, *args):
+    """``vmap(f)(state, *args)`` over the sign axis, one sign after the other.
+
+    ``f(state, *args) -> (state, aux)``. The new states are written into
+    ``state``'s own buffer (a loop-carried in-place update), so a group's state
+    is neither copied into a stack nor held twice.
+    """
+    num_signs = jax.tree.leaves(state)[0].shape[0]
+
+    def one(i, state):
+        st, rest = jax.tree.map(lambda x: _take(x, i, 1, 0)[0], (state, args))
+        return f(st, *rest)
+
+    aux_shape = jax.eval_shape(lambda: one(0, state)[1])
+    aux = jax.tree.map(lambda a: jnp.zeros((num_signs,) + a.shape, a.dtype), aux_shape)
+
+    def body(i, carry):
+        state, aux = carry
+        new, out = one(i, state)
+        put = lambda buf, v: _put(buf, v[None], i, 0)
+        return jax.tree.map(put, state, new), jax.tree.map(put, aux, out)
+
+    return jax.lax.fori_loop(0, num_signs, body, (state, aux))
+
+
+def _group_unroll(system, sequential, thetas_old, thetas_new, state, remaining, step_keys,
                   init_keys):
     """One group (its signs on the leading axis) through K steps: a ``lax.scan``."""
-    step_one = sign_map(system.step, (0, 0, None))
-    init_one = sign_map(system.init, (0, None))
-    finite = sign_map(all_finite, (0,))
+    if sequential:  # one particle at a time; restarts are real branches
+        def step_all(thetas, state, key):
+            return _sign_by_sign(lambda st, th: system.step(th, st, key), state, thetas)
+
+        def init_all(thetas, state, key):
+            return _sign_by_sign(lambda st, th: (system.init(th, key), ()), state, thetas)[0]
+    else:
+        def step_all(thetas, state, key):
+            return jax.vmap(system.step, (0, 0, None))(thetas, state, key)
+
+        def init_all(thetas, state, key):
+            return jax.vmap(system.init, (0, None))(thetas, key)
 
     def body(carry, keys):
         state, remaining, began = carry
@@ -118,10 +162,10 @@ def _group_unroll(system, sign_map, thetas_old, thetas_new, state, remaining, st
         else:
             thetas = jax.tree.map(lambda n, o: jnp.where(began, n, o), thetas_new, thetas_old)
         # A real branch when groups run one by one, a select when vectorised.
-        state = jax.lax.cond(begin, lambda: init_one(thetas, init_key), lambda: state)
+        state = jax.lax.cond(begin, lambda: init_all(thetas, state, init_key), lambda: state)
         remaining = jnp.where(begin, jnp.int32(system.horizon), remaining)
-        state, loss = step_one(thetas, state, step_key)
-        bad = ~jnp.all(finite(state))  # a pair restarts together
+        state, loss = step_all(thetas, state, step_key)
+        bad = ~all_finite(state)  # a pair restarts together
         remaining = jnp.where(bad, 0, remaining - 1)
         return (state, remaining, began), (loss, began, begin, bad)
 
@@ -130,30 +174,67 @@ def _group_unroll(system, sign_map, thetas_old, thetas_new, state, remaining, st
     return state, remaining, outs
 
 
-def _one_by_one(f, in_axes):
-    """Like ``vmap(f, in_axes)`` but one element after another (``lax.map``)."""
-    def mapped(*args):
-        xs = tuple(a for a, ax in zip(args, in_axes) if ax is not None)
-        def one(x):
-            it = iter(x)
-            return f(*(next(it) if ax is not None else a for a, ax in zip(args, in_axes)))
-        return jax.lax.map(one, xs)
-    return mapped
+# Axis of the group in each argument / result of ``_group_unroll`` once batched:
+# thetas and states are [sign, group, ...], remaining [group], keys [K, group, 2];
+# losses [K, sign, group], the step flags [K, group].
+_IN_AXES = (1, 1, 1, 0, 1, 1)
+_OUT_AXES = (1, 0, (2, 1, 1, 1))
+
+
+def _per_axis(f, tree, axes):
+    """``f(leaf, axis)`` for every leaf, ``axes`` giving one axis per top-level entry."""
+    if isinstance(axes, tuple):
+        return tuple(_per_axis(f, t, a) for t, a in zip(tree, axes))
+    return jax.tree.map(lambda x: f(x, axes), tree)
 
 
 def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remaining,
                   step_keys, init_keys):
-    """Every local group; group axis leading everywhere."""
+    """Every local group; the population keeps its [sign, group] layout throughout.
+
+    Chunks run in a ``fori_loop`` that reads each chunk's states from, and writes
+    them back into, the population's own buffers: no transposed or stacked copy
+    of the population is made.
+    """
     groups = remaining.shape[0]
-    sign_map = _one_by_one if chunk == 1 else jax.vmap
-    fn = functools.partial(_group_unroll, system, sign_map)
     xs = (thetas_old, thetas_new, state, remaining, step_keys, init_keys)
+    batched = jax.vmap(functools.partial(_group_unroll, system, False), _IN_AXES, _OUT_AXES)
     if chunk == 0 or chunk >= groups * num_signs:
-        return jax.vmap(fn)(*xs)
-    groups_per_chunk = max(1, chunk // num_signs)
-    if groups_per_chunk == 1:  # lax.map(batch_size=1) would still vmap: cond -> select
-        return jax.lax.map(lambda x: fn(*x), xs)
-    return jax.lax.map(lambda x: fn(*x), xs, batch_size=groups_per_chunk)
+        return batched(*xs)
+    size = max(1, chunk // num_signs)  # groups per chunk
+
+    def run(start, n, args):  # groups [start, start + n) of args
+        part = _per_axis(lambda x, a: _take(x, start, n, a), args, _IN_AXES)
+        if size > 1:
+            return batched(*part)
+        # One group, unbatched, so the restart cond stays a real branch.
+        one = _per_axis(lambda x, a: jnp.squeeze(x, a), part, _IN_AXES)
+        out = _group_unroll(system, True, *one)
+        return _per_axis(lambda x, a: jnp.expand_dims(x, a), out, _OUT_AXES)
+
+    out_shape = jax.eval_shape(lambda: run(0, size, xs))
+    aux = _per_axis(lambda o, a: jnp.zeros(o.shape[:a] + (groups,) + o.shape[a + 1:], o.dtype),
+                    out_shape[2], _OUT_AXES[2])
+
+    def body(i, outs):
+        # Chunks not yet run are unchanged in the carry, so read states from it.
+        args = (thetas_old, thetas_new, outs[0], outs[1], step_keys, init_keys)
+        return _write(outs, run(i * size, size, args), i * size, _OUT_AXES)
+
+    outs = jax.lax.fori_loop(0, groups // size, body, (state, remaining, aux))
+    if groups % size:  # a last, smaller chunk
+        start = groups - groups % size
+        args = (thetas_old, thetas_new, outs[0], outs[1], step_keys, init_keys)
+        part = _per_axis(lambda x, a: _take(x, start, groups % size, a), args, _IN_AXES)
+        outs = _write(outs, batched(*part), start, _OUT_AXES)
+    return outs
+
+
+def _write(buffers, values, start, axes):
+    """``dynamic_update_slice`` of every leaf of ``values`` into ``buffers`` at ``start``."""
+    if isinstance(axes, tuple):
+        return tuple(_write(b, v, start, a) for b, v, a in zip(buffers, values, axes))
+    return jax.tree.map(lambda b, v: _put(b, v, start, axes), buffers, values)
 
 
 def _particle_mesh_size() -> int:
@@ -176,12 +257,10 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
     num_signs = jax.tree.leaves(system_state)[0].shape[0]
     same = thetas_old is thetas_new
     k_step, k_init = jax.random.split(key)
-    # Keys are drawn [step, group] whatever the chunking, then laid out group-major.
-    step_keys = jnp.swapaxes(jax.random.split(k_step, (num_steps, groups)), 0, 1)
-    init_keys = jnp.swapaxes(jax.random.split(k_init, (num_steps, groups)), 0, 1)
-    group_major = functools.partial(jax.tree.map, lambda x: jnp.swapaxes(x, 0, 1))
-    xs = (None if same else group_major(thetas_old), group_major(thetas_new),
-          group_major(system_state), remaining, step_keys, init_keys)
+    step_keys = jax.random.split(k_step, (num_steps, groups))  # [step, group]
+    init_keys = jax.random.split(k_init, (num_steps, groups))
+    xs = (None if same else thetas_old, thetas_new, system_state, remaining, step_keys,
+          init_keys)
     one_theta = jax.tree.map(lambda x: x[0, 0], thetas_new)
     chunk = resolve_particle_chunk(particle_chunk, system, one_theta)
     local = functools.partial(_local_unroll, system, chunk, num_signs)
@@ -189,9 +268,10 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
     if shards > 1:
         if groups % shards:
             raise ValueError(f"{groups} groups cannot be split over {shards} devices")
-        spec = P(PARTICLE_AXIS)
-        local = jax.shard_map(local, in_specs=jax.tree.map(lambda _: spec, xs),
-                              out_specs=spec, check_vma=False)
+        spec = lambda axis: P(*([None] * axis), PARTICLE_AXIS)
+        local = jax.shard_map(local, in_specs=_per_axis(lambda _, a: spec(a), xs, _IN_AXES),
+                              out_specs=(spec(1), spec(0), tuple(map(spec, _OUT_AXES[2]))),
+                              check_vma=False)
     state, remaining, (losses, fresh, begins, bads) = local(*xs)
-    return Unrolled(group_major(state), remaining, jnp.transpose(losses, (1, 2, 0)), fresh.T,
-                    jnp.sum(begins, dtype=jnp.int32), jnp.sum(bads, dtype=jnp.int32))
+    return Unrolled(state, remaining, losses, fresh, jnp.sum(begins, dtype=jnp.int32),
+                    jnp.sum(bads, dtype=jnp.int32))
