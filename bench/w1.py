@@ -58,6 +58,8 @@ def flops_per_particle_step(task, lopt) -> float:
 def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
             blocks: int, tiny: bool) -> dict:
     t_start = time.perf_counter()
+    from meta_train.host_memory import limit_malloc_arenas
+    limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
     import jax
     import jax.numpy as jnp
     import numpy as np

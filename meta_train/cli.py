@@ -227,6 +227,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from meta_train.host_memory import limit_malloc_arenas
+    limit_malloc_arenas()  # before JAX's thread pools start
     if getattr(args, "data_dir", None):
         os.environ["TFDS_DATA_DIR"] = args.data_dir  # read by every tfds dataset load
     from meta_train.xla_options import enable_compilation_cache

@@ -2,7 +2,7 @@
 
 Parameters are a plain nested dict ``{"layer_i": {"w": (fan_in, fan_out), "b": (fan_out,)}}``
 initialised with LeCun-normal weights and zero biases; the loss is mean softmax
-cross-entropy. Batches are drawn with replacement, uniformly, inside ``jit``.
+cross-entropy. Batches are drawn with replacement, uniformly (to within 1e-5), inside ``jit``.
 """
 
 from __future__ import annotations
@@ -98,5 +98,9 @@ class ImageMLPTask:
 
     def batch(self, key: jax.Array, split: str = "train") -> tuple[jax.Array, jax.Array]:
         x, y = self.data.split(split)
-        idx = jax.random.randint(key, (self.batch_size,), 0, x.shape[0])
+        # Random bits modulo the split's size: one threefry call where randint makes
+        # three, and a smaller compiled step. An index's probability is off from
+        # uniform by less than size / 2**32 (1e-5 for 50,000 examples).
+        bits = jax.random.bits(key, (self.batch_size,), jnp.uint32)
+        idx = (bits % jnp.uint32(x.shape[0])).astype(jnp.int32)
         return x[idx], y[idx]

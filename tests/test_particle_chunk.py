@@ -8,7 +8,6 @@ import pytest
 from meta_train.builders import build_system
 from meta_train.estimators import NRES, PES, TBPTT
 from meta_train.estimators.unroll import SEQUENTIAL_BYTES, resolve_particle_chunk
-from meta_train import xla_options
 from tasks.toy import LinearQuadratic
 
 CALLS = 5  # K=10, T=40, staggered: episodes end inside calls
@@ -76,13 +75,3 @@ def test_bad_particle_chunk_is_rejected():
     with pytest.raises(ValueError, match="particle_chunk"):
         PES(lq, num_particles=4, particle_chunk=-2)
     TBPTT(lq, num_particles=3, particle_chunk=3)  # no pairs: any positive chunk
-
-
-def test_cpu_compiler_options_are_probed():
-    opts = xla_options.compiler_options()
-    if jax.default_backend() == "cpu":
-        assert opts == xla_options.CPU_OPTIONS
-    else:
-        assert opts is None
-    # An option this XLA does not know is left out instead of failing every compile.
-    assert not xla_options._compiles_with("xla_cpu_no_such_option_for_lopt", True)

@@ -256,9 +256,7 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
     groups = remaining.shape[0]
     num_signs = jax.tree.leaves(system_state)[0].shape[0]
     same = thetas_old is thetas_new
-    k_step, k_init = jax.random.split(key)
-    step_keys = jax.random.split(k_step, (num_steps, groups))  # [step, group]
-    init_keys = jax.random.split(k_init, (num_steps, groups))
+    step_keys, init_keys = jax.random.split(key, (2, num_steps, groups))  # [step, group]
     xs = (None if same else thetas_old, thetas_new, system_state, remaining, step_keys,
           init_keys)
     one_theta = jax.tree.map(lambda x: x[0, 0], thetas_new)

@@ -1,0 +1,34 @@
+"""Process-level tuning: XLA compiler options and the malloc arena cap."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+
+from meta_train import xla_options
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_cpu_compiler_options_are_probed():
+    opts = xla_options.compiler_options()
+    if jax.default_backend() == "cpu":
+        assert opts == xla_options.CPU_OPTIONS
+    else:
+        assert opts is None
+    # An option this XLA does not know is left out instead of failing every compile.
+    assert not xla_options._compiles_with("xla_cpu_no_such_option_for_lopt", True)
+
+
+def _cap_in_fresh_process(env: dict) -> str:
+    code = "from meta_train.host_memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=True).stdout.strip()
+
+
+def test_malloc_arena_cap_is_set_unless_the_user_set_one():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    assert _cap_in_fresh_process(env) == str(sys.platform.startswith("linux"))
+    assert _cap_in_fresh_process({**env, "MALLOC_ARENA_MAX": "4"}) == "False"
