@@ -19,8 +19,8 @@ same step time (``bench/w1.py``).
 
 ``enable_compilation_cache()`` keeps compiled programs on disk (JAX's
 persistent compilation cache), so a second run with the same shapes loads its
-outer iteration instead of compiling it: W1's warm-up drops from about 14 s
-to about 6 s and its peak memory by about 0.4 GB (``bench/w1.py`` reports both).
+outer iteration instead of compiling it: W1's warm-up at N = 8 drops from
+about 8 s to about 5.5 s (``bench/w1.py`` reports both).
 
 The option is experimental in XLA, so it is probed once on a tiny program; a
 jaxlib that does not know it gets no options rather than an error. Options

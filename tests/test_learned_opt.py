@@ -130,7 +130,7 @@ def test_update_matches_the_formula_with_explicitly_normalised_features():
         np.testing.assert_allclose(updates[name], expected[name], rtol=1e-4, atol=1e-9)
 
 
-def test_init_meta_weights_are_fan_in_truncated_normals():
+def test_init_meta_draws_weights_as_haiku_would():
     lopt = MLPLOpt()
     theta = lopt.init_meta(jax.random.PRNGKey(7))
     rows = jnp.zeros((1, lopt.num_features))
@@ -138,13 +138,16 @@ def test_init_meta_weights_are_fan_in_truncated_normals():
     assert jax.tree.structure(theta) == jax.tree.structure(haiku_init)
     assert jax.tree.map(jnp.shape, theta) == jax.tree.map(jnp.shape, haiku_init)
     z = []
-    for leaf in jax.tree.leaves(theta):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(theta)[0]:
         if leaf.ndim == 1:
             assert not np.any(np.asarray(leaf)), "biases start at zero"
-        else:
-            z.append(np.asarray(leaf).ravel() * np.sqrt(leaf.shape[0]))
+            continue
+        # hk.Linear: TruncatedNormal(1/sqrt(fan_in)); the first layer: VarianceScaling.
+        first = path[-1].key in ("w_in", "w_time")
+        std = 1 / np.sqrt(leaf.shape[0]) / (0.87962566 if first else 1.0)
+        z.append(np.asarray(leaf).ravel() / std)
     z = np.concatenate(z)
-    assert np.all(np.abs(z) <= 2.0 + 1e-6)  # truncated at 2 standard deviations
+    assert np.all(np.abs(z) <= 2.0 + 1e-5)  # truncated at 2 standard deviations
     # std of N(0, 1) cut at +-2 is 0.8796; its standard error here is 0.88 / sqrt(2 n).
     se = 0.88 / np.sqrt(2 * z.size)
     assert abs(z.std() - 0.8796) < 4 * se, (z.std(), se)
