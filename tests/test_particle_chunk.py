@@ -32,7 +32,8 @@ def _run(cls, system, chunk, **kw):
     return grads, losses, begun, state
 
 
-@pytest.mark.parametrize("cls,chunks", [(PES, (1, 2)), (NRES, (1,)), (TBPTT, (1, 2))])
+# TBPTT 3: one chunk of 3 groups in the loop, then the last group alone.
+@pytest.mark.parametrize("cls,chunks", [(PES, (1, 2)), (NRES, (1,)), (TBPTT, (1, 2, 3))])
 def test_chunked_and_sequential_match_vectorised(image_system, cls, chunks):
     kw = {} if cls is TBPTT else {"sigma": 0.01}
     ref_grads, ref_losses, ref_begun, ref_state = _run(cls, image_system, 0, **kw)
