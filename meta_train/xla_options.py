@@ -22,9 +22,10 @@ persistent compilation cache), so a second run with the same shapes loads its
 outer iteration instead of compiling it: W1's warm-up at N = 8 drops from
 about 8 s to about 5.5 s (``bench/w1.py`` reports both).
 
-The option is experimental in XLA, so it is probed once on a tiny program; a
-jaxlib that does not know it gets no options rather than an error. Options
-apply per compiled program: a user's own ``jit`` is never affected.
+Both options are XLA's own and may change, so each is probed once on a tiny
+program; a jaxlib that does not know one compiles without it rather than
+failing. Options apply per compiled program: a user's own ``jit`` is never
+affected.
 """
 
 from __future__ import annotations

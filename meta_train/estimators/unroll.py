@@ -181,11 +181,12 @@ _IN_AXES = (1, 1, 1, 0, 1, 1)
 _OUT_AXES = (1, 0, (2, 1, 1, 1))
 
 
-def _per_axis(f, tree, axes):
-    """``f(leaf, axis)`` for every leaf, ``axes`` giving one axis per top-level entry."""
+def _per_axis(f, axes, *trees):
+    """``f(*leaves, axis)`` over the matching leaves of ``trees``; ``axes`` gives one
+    axis per top-level entry (nested tuples where the trees nest)."""
     if isinstance(axes, tuple):
-        return tuple(_per_axis(f, t, a) for t, a in zip(tree, axes))
-    return jax.tree.map(lambda x: f(x, axes), tree)
+        return tuple(_per_axis(f, a, *t) for a, *t in zip(axes, *trees))
+    return jax.tree.map(lambda *xs: f(*xs, axes), *trees)
 
 
 def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remaining,
@@ -197,44 +198,34 @@ def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remai
     of the population is made.
     """
     groups = remaining.shape[0]
-    xs = (thetas_old, thetas_new, state, remaining, step_keys, init_keys)
     batched = jax.vmap(functools.partial(_group_unroll, system, False), _IN_AXES, _OUT_AXES)
     if chunk == 0 or chunk >= groups * num_signs:
-        return batched(*xs)
+        return batched(thetas_old, thetas_new, state, remaining, step_keys, init_keys)
     size = max(1, chunk // num_signs)  # groups per chunk
 
-    def run(start, n, args):  # groups [start, start + n) of args
-        part = _per_axis(lambda x, a: _take(x, start, n, a), args, _IN_AXES)
+    def run(start, n, outs):
+        """Groups [start, start + n), from the states in ``outs``: chunks not yet run
+        are unchanged there, so the loop reads its carry, not the original."""
+        args = (thetas_old, thetas_new, outs[0], outs[1], step_keys, init_keys)
+        part = _per_axis(lambda x, a: _take(x, start, n, a), _IN_AXES, args)
         if size > 1:
             return batched(*part)
         # One group, unbatched, so the restart cond stays a real branch.
-        one = _per_axis(lambda x, a: jnp.squeeze(x, a), part, _IN_AXES)
-        out = _group_unroll(system, True, *one)
-        return _per_axis(lambda x, a: jnp.expand_dims(x, a), out, _OUT_AXES)
+        one = _per_axis(jnp.squeeze, _IN_AXES, part)
+        return _per_axis(jnp.expand_dims, _OUT_AXES, _group_unroll(system, True, *one))
 
-    out_shape = jax.eval_shape(lambda: run(0, size, xs))
+    def advance(start, n, outs):
+        return _per_axis(lambda b, v, a: _put(b, v, start, a), _OUT_AXES, outs,
+                         run(start, n, outs))
+
+    aux_shape = jax.eval_shape(lambda: run(0, size, (state, remaining)))[2]
     aux = _per_axis(lambda o, a: jnp.zeros(o.shape[:a] + (groups,) + o.shape[a + 1:], o.dtype),
-                    out_shape[2], _OUT_AXES[2])
-
-    def body(i, outs):
-        # Chunks not yet run are unchanged in the carry, so read states from it.
-        args = (thetas_old, thetas_new, outs[0], outs[1], step_keys, init_keys)
-        return _write(outs, run(i * size, size, args), i * size, _OUT_AXES)
-
-    outs = jax.lax.fori_loop(0, groups // size, body, (state, remaining, aux))
-    if groups % size:  # a last, smaller chunk
-        start = groups - groups % size
-        args = (thetas_old, thetas_new, outs[0], outs[1], step_keys, init_keys)
-        part = _per_axis(lambda x, a: _take(x, start, groups % size, a), args, _IN_AXES)
-        outs = _write(outs, batched(*part), start, _OUT_AXES)
+                    _OUT_AXES[2], aux_shape)
+    outs = jax.lax.fori_loop(0, groups // size, lambda i, o: advance(i * size, size, o),
+                             (state, remaining, aux))
+    if groups % size:  # a last, smaller chunk (only when chunks are batched)
+        outs = advance(groups - groups % size, groups % size, outs)
     return outs
-
-
-def _write(buffers, values, start, axes):
-    """``dynamic_update_slice`` of every leaf of ``values`` into ``buffers`` at ``start``."""
-    if isinstance(axes, tuple):
-        return tuple(_write(b, v, start, a) for b, v, a in zip(buffers, values, axes))
-    return jax.tree.map(lambda b, v: _put(b, v, start, axes), buffers, values)
 
 
 def _particle_mesh_size() -> int:
@@ -267,7 +258,7 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
         if groups % shards:
             raise ValueError(f"{groups} groups cannot be split over {shards} devices")
         spec = lambda axis: P(*([None] * axis), PARTICLE_AXIS)
-        local = jax.shard_map(local, in_specs=_per_axis(lambda _, a: spec(a), xs, _IN_AXES),
+        local = jax.shard_map(local, in_specs=_per_axis(lambda _, a: spec(a), _IN_AXES, xs),
                               out_specs=(spec(1), spec(0), tuple(map(spec, _OUT_AXES[2]))),
                               check_vma=False)
     state, remaining, (losses, fresh, begins, bads) = local(*xs)
