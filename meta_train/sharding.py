@@ -52,3 +52,8 @@ def meta_state_shardings(state, mesh: Mesh):
         step=replicated, theta=jax.tree.map(lambda _: replicated, state.theta),
         outer_opt_state=jax.tree.map(lambda _: replicated, state.outer_opt_state),
         estimator_state=est_shardings, key=replicated)
+
+
+def replicate(tree, mesh: Mesh):
+    """``tree``'s arrays with a copy on every device of ``mesh`` (placed once)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))

@@ -28,7 +28,7 @@ from meta_train.builders import build_estimator, build_outer_optimizer, build_sy
 from meta_train.checkpoint import Checkpointer
 from meta_train.estimators.common import all_finite
 from meta_train.evaluation import evaluate
-from meta_train.sharding import meta_state_shardings, particle_mesh
+from meta_train.sharding import meta_state_shardings, particle_mesh, replicate
 
 
 SMALL_THETA = 16  # a theta this small is written to metrics.jsonl at every logged step
@@ -102,13 +102,22 @@ def make_outer_step(outer_opt: optax.GradientTransformation, shardings=None,
     return step_on_mesh
 
 
-def distribute(estimator, state: MetaState, devices=None) -> tuple[MetaState, Any, int]:
-    """Shard ``state``'s particle axis over the devices; returns (state, shardings, count)."""
+def distribute(estimator, state: MetaState, devices=None) -> tuple[Any, MetaState, Any, int]:
+    """Shard ``state``'s particle axis over the devices.
+
+    Returns ``(estimator, state, shardings, count)``: the estimator with its
+    arrays (a task's dataset, say) replicated on every device once, so the outer
+    step does not copy them from the first device on every call; use it for the
+    outer step and the original for single-device work such as evaluation.
+    With one device (or a population that does not split) everything is
+    returned as given, with ``shardings = None`` and ``count = 1``.
+    """
     mesh = particle_mesh(estimator.layout[1], devices)
     if mesh is None:
-        return state, None, 1
+        return estimator, state, None, 1
     shardings = meta_state_shardings(state, mesh)
-    return jax.device_put(state, shardings), shardings, mesh.devices.size
+    return (replicate(estimator, mesh), jax.device_put(state, shardings), shardings,
+            mesh.devices.size)
 
 
 @dataclasses.dataclass
@@ -161,7 +170,7 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
         write({"step": 0, **eval_before})
         log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
 
-    state, shardings, num_devices = distribute(estimator, state)
+    step_estimator, state, shardings, num_devices = distribute(estimator, state)
     if num_devices > 1:
         log(f"particles sharded over {num_devices} devices")
     outer_step = make_outer_step(outer_opt, shardings)
@@ -172,7 +181,7 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
     try:
         for step in range(start_step + 1, tc.steps + 1):
             t0 = time.perf_counter()
-            state, metrics = outer_step(estimator, state)
+            state, metrics = outer_step(step_estimator, state)
             metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
             dt = time.perf_counter() - t0
             if step > start_step + 1:  # the first call compiles

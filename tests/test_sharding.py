@@ -23,12 +23,15 @@ outer = build_outer_optimizer(cfg)
 
 def run(devices):
     state = init_meta_state(est, outer, 0)
-    state, shardings, count = distribute(est, state, devices)
+    placed, state, shardings, count = distribute(est, state, devices)
     step = make_outer_step(outer, shardings)
     losses = []
-    for _ in range(3):
-        state, m = step(est, state)
-        losses.append(float(m["meta_loss"]))
+    for i in range(3):
+        # After the first call nothing moves between devices: the dataset was
+        # placed on every device once, the population stays where it is.
+        with jax.transfer_guard("allow" if i == 0 else "disallow"):
+            state, m = step(placed, state)
+            losses.append(float(m["meta_loss"]))
     return state, count, losses
 
 single, n1, l1 = run(jax.devices()[:1])

@@ -252,15 +252,22 @@ def unroll(system, thetas_old, thetas_new, system_state, remaining: jax.Array,
           init_keys)
     one_theta = jax.tree.map(lambda x: x[0, 0], thetas_new)
     chunk = resolve_particle_chunk(particle_chunk, system, one_theta)
-    local = functools.partial(_local_unroll, system, chunk, num_signs)
+
+    def local(system, *xs):
+        return _local_unroll(system, chunk, num_signs, *xs)
+
     shards = _particle_mesh_size()
     if shards > 1:
         if groups % shards:
             raise ValueError(f"{groups} groups cannot be split over {shards} devices")
         spec = lambda axis: P(*([None] * axis), PARTICLE_AXIS)
-        local = jax.shard_map(local, in_specs=_per_axis(lambda _, a: spec(a), _IN_AXES, xs),
+        # The system (a task's dataset, say) enters replicated as an argument, not
+        # as a closure: every device reads its own copy, placed there once
+        # (``trainer.distribute``), instead of one copied from device 0 per call.
+        local = jax.shard_map(local,
+                              in_specs=(P(), *_per_axis(lambda _, a: spec(a), _IN_AXES, xs)),
                               out_specs=(spec(1), spec(0), tuple(map(spec, _OUT_AXES[2]))),
                               check_vma=False)
-    state, remaining, (losses, fresh, begins, bads) = local(*xs)
+    state, remaining, (losses, fresh, begins, bads) = local(system, *xs)
     return Unrolled(state, remaining, losses, fresh, jnp.sum(begins, dtype=jnp.int32),
                     jnp.sum(bads, dtype=jnp.int32))
