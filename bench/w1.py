@@ -56,13 +56,15 @@ def flops_per_particle_step(task, lopt) -> float:
 
 
 def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
-            blocks: int, tiny: bool) -> dict:
+            blocks: int, tiny: bool, cpu_devices: int = 1) -> dict:
     t_start = time.perf_counter()
     from meta_train.host_memory import limit_malloc_arenas
     limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
     import jax
     import jax.numpy as jnp
     import numpy as np
+    if cpu_devices > 1:  # before the backend starts
+        jax.config.update("jax_num_cpu_devices", cpu_devices)
 
     from meta_train.xla_options import enable_compilation_cache
     enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
@@ -70,7 +72,7 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     from learned_opt import MLPLOpt
     from meta_train.estimators import PES
     from meta_train.systems import LearnedOptimizerSystem
-    from meta_train.trainer import init_meta_state, make_outer_step
+    from meta_train.trainer import distribute, init_meta_state, make_outer_step
     from tasks.datasets import Dataset
     from tasks.image_mlp import ImageMLPTask
     import optax
@@ -88,8 +90,9 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     system = LearnedOptimizerSystem(task=task, lopt=lopt, horizon=horizon, loss_cap=3.45)
     est = PES(system, num_particles=particles, trunc_len=trunc_len, sigma=0.01)
     outer = optax.adam(1e-3)
-    step = make_outer_step(outer)
-    state = init_meta_state(est, outer, seed=0)
+    # As `lopt meta-train` does: the population sharded over the devices there are.
+    est, state, shardings, num_devices = distribute(est, init_meta_state(est, outer, seed=0))
+    step = make_outer_step(outer, shardings)
     for _ in range(warmup):
         state, metrics = step(est, state)
     jax.block_until_ready(state)
@@ -111,14 +114,16 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
             "steps_per_s": rate, "warmup_s": warmup_s, "peak_rss_mb": peak_mb,
             "mflop_per_step": flops / 1e6, "matmul_gflops": peak_flops / 1e9,
             "limit_steps_per_s": peak_flops / flops, "fraction_of_limit": rate * flops / peak_flops,
-            "meta_loss": float(metrics["meta_loss"]), "device": str(jax.devices()[0].platform)}
+            "meta_loss": float(metrics["meta_loss"]), "device": str(jax.devices()[0].platform),
+            "devices": num_devices}
 
 
 def in_subprocess(args, particles, trunc_len, horizon, cache_dir, iters=None,
                   blocks=None) -> dict:
     cmd = [sys.executable, __file__, "--one", "--particles", str(particles), "--trunc-len",
            str(trunc_len), "--horizon", str(horizon), "--iters", str(iters or args.iters),
-           "--warmup", str(args.warmup), "--blocks", str(blocks or args.blocks)]
+           "--warmup", str(args.warmup), "--blocks", str(blocks or args.blocks),
+           "--cpu-devices", str(args.cpu_devices)]
     cmd += ["--tiny"] if args.tiny else []
     env = {**os.environ, "LOPT_COMPILATION_CACHE": cache_dir}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -152,12 +157,15 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--cpu-devices", type=int, default=1,
+                   help="JAX CPU devices to shard the population over (lopt meta-train "
+                        "--cpu-devices); 1 = one device using every core")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(run_one(args.particles, args.trunc_len, args.horizon, args.warmup,
-                                 args.iters, args.blocks, args.tiny)))
+                                 args.iters, args.blocks, args.tiny, args.cpu_devices)))
         return
     configs = [(args.particles, args.trunc_len, args.horizon)]
     if args.sweep:
@@ -177,7 +185,8 @@ def main() -> None:
     r0 = results[0]
     print(f"# one particle step = {r0['mflop_per_step']:.0f} MFLOP; float32 matmul "
           f"{r0['matmul_gflops']:.0f} GFLOP/s -> limit {r0['limit_steps_per_s']:.0f} "
-          f"particle-steps/s on {r0['device']}")
+          f"particle-steps/s on {r0['device']}"
+          + (f"; population sharded over {r0['devices']} CPU devices" if r0["devices"] > 1 else ""))
     n8 = next((r for r in results if r["particles"] == 8), r0)
     print(f"W1 N={n8['particles']} K={n8['trunc_len']} T={n8['horizon']}: "
           f"{n8['steps_per_s']:.0f} particle inner-steps/s")

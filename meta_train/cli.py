@@ -1,6 +1,7 @@
 """The ``lopt`` command line.
 
     lopt meta-train --config configs/NAME.toml [--set key=value ...] [--out DIR] [--resume]
+                    [--cpu-devices N|auto]
     lopt export --run DIR --out PATH
     lopt eval --optimizer PATH_OR_NAME [--tasks SUITE] [--steps N] [--seeds S] [--out DIR]
     lopt figures [--experiments NAME,...] [--out DIR] [--set key=value ...]
@@ -46,6 +47,26 @@ def _fresh_run_dir(name: str) -> pathlib.Path:
         candidate = base.with_name(f"{name}-{n}")
         n += 1
     return candidate
+
+
+def _cpu_devices(text: str) -> int:
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of at least 1 or 'auto', got {text!r}")
+    return count
+
+
+def _use_cpu_devices(count: int) -> None:
+    from meta_train.sharding import use_cpu_devices
+    try:
+        use_cpu_devices(count)  # before anything starts JAX's backend
+    except ValueError as e:  # main() called in a process that already uses JAX
+        raise ConfigError(f"--cpu-devices: {e}") from None
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
@@ -192,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     mt.add_argument("--out", help="run directory (default runs/<name>)")
     mt.add_argument("--resume", action="store_true", help="continue the run in --out")
     mt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mt.add_argument("--cpu-devices", type=_cpu_devices, default=1, metavar="N|auto",
+                    help="present the CPU to JAX as N devices and shard the particles over "
+                    "them (auto: one per core); each holds its own copy of the data "
+                    "(default 1)")
     mt.set_defaults(func=cmd_meta_train)
     ex = sub.add_parser("export", help="write a run's optimizer as a standalone artifact")
     ex.add_argument("--run", required=True, help="a run directory (runs/NAME)")
@@ -234,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     from meta_train.xla_options import enable_compilation_cache
     enable_compilation_cache()  # a rerun with the same shapes skips compilation
     try:
+        if getattr(args, "cpu_devices", 1) > 1:
+            _use_cpu_devices(args.cpu_devices)
         return args.func(args)
     except USER_ERRORS as e:
         print(f"lopt: error: {e}", file=sys.stderr)

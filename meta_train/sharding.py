@@ -57,3 +57,20 @@ def meta_state_shardings(state, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """``tree``'s arrays with a copy on every device of ``mesh`` (placed once)."""
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def use_cpu_devices(count: int) -> None:
+    """Present this machine's CPU to JAX as ``count`` devices (``count >= 1``).
+
+    The particle axis is then sharded over them like over several accelerators:
+    each device steps its own particles, so the cores work on different
+    particles at once rather than sharing every operation. Each extra device
+    holds its own copy of the task's data. Must run before JAX starts its
+    backend (before any array is made); raises ``ValueError`` otherwise.
+    """
+    if count < 1:
+        raise ValueError(f"cpu devices must be at least 1, got {count}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as e:  # the backend is already up
+        raise ValueError(f"cannot split the CPU into {count} devices now: {e}") from None

@@ -45,6 +45,29 @@ def test_resume_extends_a_run(cli_run):
     assert steps[-1] == 6 and 5 in steps
 
 
+def test_resume_on_two_cpu_devices(cli_run):
+    """A run checkpointed on one device continues with its particles on two."""
+    _, out = cli_run
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    proc = _lopt("meta-train", "--out", str(out), "--resume", "--set",
+                 f"train.steps={last + 2}", "--no-progress", "--cpu-devices", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "particles sharded over 2 devices" in proc.stdout
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == last + 2
+
+
+def test_cpu_devices_needs_a_fresh_process(tmp_path, capsys):
+    from meta_train import cli
+    import jax
+    jax.devices()  # this process's backend is up, as in any test
+    assert cli.main(["meta-train", "--config", "configs/default.toml", "--cpu-devices", "2",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lopt: error: --cpu-devices") and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_is_not_overwritten(cli_run):
     _, out = cli_run
     proc = _lopt("meta-train", "--config", "configs/default.toml", "--out", str(out))
