@@ -55,27 +55,17 @@ def flops_per_particle_step(task, lopt) -> float:
     return inner + meta_loss + lopt.flops_per_param() * params
 
 
-def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
-            blocks: int, tiny: bool, cpu_devices: int = 1) -> dict:
-    t_start = time.perf_counter()
-    from meta_train.host_memory import limit_malloc_arenas
-    limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
+def build_w1(particles: int, trunc_len: int, horizon: int, tiny: bool = False):
+    """W1 through the public API: ``(estimator, outer optimizer, task, lopt)``."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    if cpu_devices > 1:  # before the backend starts
-        jax.config.update("jax_num_cpu_devices", cpu_devices)
-
-    from meta_train.xla_options import enable_compilation_cache
-    enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
+    import optax
 
     from learned_opt import MLPLOpt
     from meta_train.estimators import PES
     from meta_train.systems import LearnedOptimizerSystem
-    from meta_train.trainer import distribute, init_meta_state, make_outer_step
     from tasks.datasets import Dataset
     from tasks.image_mlp import ImageMLPTask
-    import optax
 
     side, hidden, batch, n = (8, 16, 16, 256) if tiny else (28, 128, 128, 10_000)
     # Drawn on the host (a device RNG would hold its temporaries) and handed over
@@ -89,7 +79,24 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     lopt = MLPLOpt(hidden_sizes=(32, 32))
     system = LearnedOptimizerSystem(task=task, lopt=lopt, horizon=horizon, loss_cap=3.45)
     est = PES(system, num_particles=particles, trunc_len=trunc_len, sigma=0.01)
-    outer = optax.adam(1e-3)
+    return est, optax.adam(1e-3), task, lopt
+
+
+def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
+            blocks: int, tiny: bool, cpu_devices: int = 1) -> dict:
+    t_start = time.perf_counter()
+    from meta_train.host_memory import limit_malloc_arenas
+    limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
+    import jax
+    if cpu_devices > 1:  # before the backend starts
+        jax.config.update("jax_num_cpu_devices", cpu_devices)
+
+    from meta_train.xla_options import enable_compilation_cache
+    enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
+
+    from meta_train.trainer import distribute, init_meta_state, make_outer_step
+
+    est, outer, task, lopt = build_w1(particles, trunc_len, horizon, tiny)
     # As `lopt meta-train` does: the population sharded over the devices there are.
     est, state, shardings, num_devices = distribute(est, init_meta_state(est, outer, seed=0))
     step = make_outer_step(outer, shardings)

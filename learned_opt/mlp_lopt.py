@@ -148,8 +148,9 @@ class MLPLOpt:
             v = decays * v.reshape(-1, len(self.decays)) + (1 - decays) * jnp.square(g32)
             rsqrt = jax.lax.rsqrt(v + 1e-8)
             columns = (p32, g32, m, v, m * rsqrt, rsqrt)
-            out = self._net.apply(theta, jnp.concatenate(columns, axis=1), time_features,
-                                  _inverse_rms(*columns))
+            rows, row_scale = jnp.concatenate(columns, axis=1), _inverse_rms(*columns)
+            with jax.named_scope("mlp"):
+                out = self._net.apply(theta, rows, time_features, row_scale)
             delta = -out[:, 0] * jnp.exp(self.exp_mult * out[:, 1]) * self.step_mult
             updates.append(delta.reshape(jnp.shape(p)).astype(jnp.result_type(p)))
             new_m.append(m.reshape(*jnp.shape(p), -1))

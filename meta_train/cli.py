@@ -51,7 +51,8 @@ def _fresh_run_dir(name: str) -> pathlib.Path:
 
 def _cpu_devices(text: str) -> int:
     if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        from meta_train.sharding import cpu_cores
+        return cpu_cores()
     try:
         count = int(text)
     except ValueError:

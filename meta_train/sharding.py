@@ -19,6 +19,8 @@ host's devices and the same mesh spans them. Test on one machine with
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -57,6 +59,13 @@ def meta_state_shardings(state, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """``tree``'s arrays with a copy on every device of ``mesh`` (placed once)."""
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def use_cpu_devices(count: int) -> None:

@@ -74,13 +74,17 @@ class LearnedOptimizerSystem:
         return InnerState(params, self.lopt.init(theta, params))
 
     def step(self, theta, state: InnerState, key: jax.Array):
+        # The named scopes label the compiled program's parts (bench/w1_profile.py).
         k_train, k_meta = jax.random.split(key)
-        loss, grads = jax.value_and_grad(self.task.loss)(state.params,
-                                                         self.task.batch(k_train, "train"))
-        updates, opt_state = self.lopt.update(theta, state.opt_state, grads, state.params,
-                                              loss=loss)
-        params = optax.apply_updates(state.params, updates)
-        meta_loss = self.task.loss(params, self.task.batch(k_meta, self.meta_loss_split))
+        with jax.named_scope("inner_gradient"):
+            loss, grads = jax.value_and_grad(self.task.loss)(state.params,
+                                                             self.task.batch(k_train, "train"))
+        with jax.named_scope("learned_optimizer"):
+            updates, opt_state = self.lopt.update(theta, state.opt_state, grads, state.params,
+                                                  loss=loss)
+            params = optax.apply_updates(state.params, updates)
+        with jax.named_scope("meta_loss"):
+            meta_loss = self.task.loss(params, self.task.batch(k_meta, self.meta_loss_split))
         meta_loss = jnp.where(jnp.isfinite(meta_loss),
                               jnp.minimum(meta_loss, self.loss_cap), self.loss_cap)
         return InnerState(params, opt_state), meta_loss

@@ -31,3 +31,28 @@ def test_dataset_load_smoke():
     assert "train split on device: [100, 32, 32, 3]" in out  # 120 minus a sixth
     assert "first load" in out and "cached load" in out
     assert "reproduce: python bench/dataset_load.py --train 120 --test 20" in out
+
+
+def test_w1_profile_smoke():
+    proc = subprocess.run([sys.executable, "bench/w1_profile.py", "--tiny", "--particles", "4",
+                           "--trunc-len", "3", "--horizon", "10", "--iters", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "command: python bench/w1_profile.py" in lines[0]
+    parts = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in lines[4:9]}
+    # Every part of the step was found in the profile by its named scope.
+    assert all(ms > 0 for ms in parts.values()), parts
+    assert abs(sum(parts.values()) - float(lines[9].split("|")[2])) < 0.01
+    assert "GFLOP/s" in lines[10] and "GB/s" in lines[11]
+
+
+def test_cpu_devices_smoke():
+    proc = subprocess.run([sys.executable, "bench/cpu_devices.py", "--tiny", "--particles", "4",
+                           "--trunc-len", "3", "--horizon", "10", "--devices", "2",
+                           "--blocks", "1", "--iters", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "vs 2 CPU devices" in lines[0] and "command: python bench/cpu_devices.py" in lines[0]
+    assert lines[-1].startswith("N=4 K=3 T=10: 2 CPU devices / 1 = ")

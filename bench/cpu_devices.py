@@ -1,0 +1,87 @@
+"""W1 on one CPU device against W1 sharded over one device per core, paired.
+
+    python bench/cpu_devices.py                     # N=8
+    python bench/cpu_devices.py --particles 32 --blocks 8
+
+What ``lopt meta-train --cpu-devices`` buys. One process presents the CPU to
+JAX as ``--devices`` devices (default: one per core) and builds the same W1
+outer iteration twice: on the first device alone (the program every core works
+on together) and sharded over all of them (``trainer.distribute``: each device
+steps its own particles). Timed blocks of the two alternate, so a shared
+machine's drift hits both alike; each block's ratio is reported, then the
+median ratio. Populations of one pair or particle cannot be split and are
+reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--particles", type=int, default=8)
+    p.add_argument("--trunc-len", type=int, default=20)
+    p.add_argument("--horizon", type=int, default=200)
+    p.add_argument("--devices", type=int, default=0, help="CPU devices (default: one per core)")
+    p.add_argument("--blocks", type=int, default=6, help="timed blocks of each program")
+    p.add_argument("--iters", type=int, default=3, help="outer iterations per block")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
+    args = p.parse_args()
+
+    from meta_train.host_memory import limit_malloc_arenas
+    limit_malloc_arenas()
+    import jax
+    from meta_train.sharding import cpu_cores, use_cpu_devices
+    args.devices = args.devices or cpu_cores()
+    use_cpu_devices(args.devices)
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from w1 import build_w1
+    from meta_train.trainer import distribute, init_meta_state, make_outer_step
+
+    est, outer, _, _ = build_w1(args.particles, args.trunc_len, args.horizon, args.tiny)
+    single = (make_outer_step(outer), est, init_meta_state(est, outer, seed=0))
+    est_sharded, state, shardings, count = distribute(est, init_meta_state(est, outer, seed=0))
+    sharded = (make_outer_step(outer, shardings), est_sharded, state)
+    print(f"# W1 one device vs {count} CPU devices{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+          f"command: python bench/cpu_devices.py {' '.join(sys.argv[1:])}")
+    if count == 1:
+        print(f"N={args.particles}: {est.layout[1]} group(s) do not split over "
+              f"{args.devices} devices; nothing to compare")
+        return
+
+    def block(program, iters):
+        step, e, s = program
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            s, _ = step(e, s)
+        jax.block_until_ready(s)
+        return (step, e, s), est.num_particles * est.trunc_len * iters / (time.perf_counter() - t0)
+
+    single, _ = block(single, 2)  # compile and warm up both
+    sharded, _ = block(sharded, 2)
+    rates_single, rates_sharded = [], []
+    for _ in range(args.blocks):
+        single, r1 = block(single, args.iters)
+        sharded, r2 = block(sharded, args.iters)
+        rates_single.append(r1)
+        rates_sharded.append(r2)
+    ratios = [b / a for a, b in zip(rates_single, rates_sharded)]
+    print("| block | 1 device (particle-steps/s) | %d devices | ratio |" % count)
+    print("|---|---|---|---|")
+    for i, (a, b, r) in enumerate(zip(rates_single, rates_sharded, ratios)):
+        print(f"| {i + 1} | {a:.0f} | {b:.0f} | {r:.2f} |")
+    print(f"N={est.num_particles} K={est.trunc_len} T={args.horizon}: {count} CPU devices / 1 = "
+          f"{statistics.median(ratios):.2f} (median of {len(ratios)} paired blocks; "
+          f"range {min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
