@@ -5,14 +5,19 @@ import sys
 
 from conftest import ROOT
 
+TINY_W1 = ["--tiny", "--particles", "4", "--trunc-len", "3", "--horizon", "10"]
+
+
+def _bench(script: str, *args: str) -> list[str]:
+    """The lines a bench script prints (it must succeed)."""
+    proc = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
 
 def test_w1_smoke():
-    proc = subprocess.run([sys.executable, "bench/w1.py", "--tiny", "--particles", "4",
-                           "--trunc-len", "3", "--horizon", "10", "--warmup", "1",
-                           "--iters", "2", "--blocks", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    lines = _bench("w1.py", *TINY_W1, "--warmup", "1", "--iters", "2", "--blocks", "2")
     assert lines[0].startswith("# W1") and "command: python bench/w1.py" in lines[0]
     row = [c.strip() for c in lines[3].strip("|").split("|")]
     assert row[:3] == ["4", "3", "10"]
@@ -24,21 +29,14 @@ def test_w1_smoke():
 
 
 def test_dataset_load_smoke():
-    proc = subprocess.run([sys.executable, "bench/dataset_load.py", "--train", "120",
-                           "--test", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = "\n".join(_bench("dataset_load.py", "--train", "120", "--test", "20"))
     assert "train split on device: [100, 32, 32, 3]" in out  # 120 minus a sixth
     assert "first load" in out and "cached load" in out
     assert "reproduce: python bench/dataset_load.py --train 120 --test 20" in out
 
 
 def test_w1_profile_smoke():
-    proc = subprocess.run([sys.executable, "bench/w1_profile.py", "--tiny", "--particles", "4",
-                           "--trunc-len", "3", "--horizon", "10", "--iters", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    lines = _bench("w1_profile.py", *TINY_W1, "--iters", "1")
     assert "command: python bench/w1_profile.py" in lines[0]
     parts = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in lines[4:9]}
     # Every part of the step was found in the profile by its named scope.
@@ -48,11 +46,6 @@ def test_w1_profile_smoke():
 
 
 def test_cpu_devices_smoke():
-    proc = subprocess.run([sys.executable, "bench/cpu_devices.py", "--tiny", "--particles", "4",
-                           "--trunc-len", "3", "--horizon", "10", "--devices", "2",
-                           "--blocks", "1", "--iters", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    lines = _bench("cpu_devices.py", *TINY_W1, "--devices", "2", "--blocks", "1", "--iters", "1")
     assert "vs 2 CPU devices" in lines[0] and "command: python bench/cpu_devices.py" in lines[0]
     assert lines[-1].startswith("N=4 K=3 T=10: 2 CPU devices / 1 = ")
