@@ -171,10 +171,11 @@ def meta_train(config: config_lib.Config, run_dir: str | pathlib.Path, *, resume
         metrics_file.flush()
 
     def evaluate_theta(theta) -> dict:
-        # Evaluation is one device's work, on the first device every time (one
-        # compiled program): with theta replicated by sharded outer steps it
-        # would otherwise be compiled again and run on every device.
-        return evaluate(system, jax.device_put(theta, jax.devices()[0]), tc.eval_seeds)
+        # Evaluation is one device's work: with theta replicated by sharded outer
+        # steps it would be compiled again and run on every device, so it gets
+        # this process's copy on its first device (every process evaluates alike).
+        return evaluate(system, jax.tree.map(lambda x: x.addressable_data(0), theta),
+                        tc.eval_seeds)
 
     start_step = int(state.step)
     eval_before = None
