@@ -1,11 +1,12 @@
 """W1 on one CPU device against W1 sharded over one device per core, paired.
 
-    python bench/cpu_devices.py                     # N=8
+    python bench/cpu_devices.py                     # W1, N=8
     python bench/cpu_devices.py --particles 32 --blocks 8
+    python bench/cpu_devices.py --config configs/default.toml --iters 20
 
 What ``lopt meta-train --cpu-devices`` buys. One process presents the CPU to
 JAX as ``--devices`` devices (default: one per core) and builds the same W1
-outer iteration twice: on the first device alone (the program every core works
+outer iteration (or that of ``--config``'s run) twice: on the first device alone (the program every core works
 on together) and sharded over all of them (``trainer.distribute``: each device
 steps its own particles). Timed blocks of the two alternate, so a shared
 machine's drift hits both alike; each block's ratio is reported, then the
@@ -32,6 +33,10 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=6, help="timed blocks of each program")
     p.add_argument("--iters", type=int, default=3, help="outer iterations per block")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
+    p.add_argument("--config", help="a run's TOML config instead of W1 (--particles etc. "
+                   "are then ignored; set them with --set)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --config: override a key, as lopt meta-train --set")
     args = p.parse_args()
 
     from meta_train.host_memory import limit_malloc_arenas
@@ -45,14 +50,24 @@ def main() -> None:
     from w1 import build_w1
     from meta_train.trainer import distribute, init_meta_state, make_outer_step
 
-    est, outer, _, _ = build_w1(args.particles, args.trunc_len, args.horizon, args.tiny)
+    if args.config:
+        from meta_train import config as config_lib
+        from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+        config = config_lib.load(args.config, args.set)
+        est = build_estimator(config, build_system(config))
+        outer, name = build_outer_optimizer(config), f"{config.name} ({args.config})"
+        args.horizon = config.task.horizon
+    else:
+        est, outer, _, _ = build_w1(args.particles, args.trunc_len, args.horizon, args.tiny)
+        name = "W1"
     single = (make_outer_step(outer), est, init_meta_state(est, outer, seed=0))
     est_sharded, state, shardings, count = distribute(est, init_meta_state(est, outer, seed=0))
     sharded = (make_outer_step(outer, shardings), est_sharded, state)
-    print(f"# W1 one device vs {count} CPU devices{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+    print(f"# {name} one device vs {count} CPU devices"
+          f"{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
           f"command: python bench/cpu_devices.py {' '.join(sys.argv[1:])}")
     if count == 1:
-        print(f"N={args.particles}: {est.layout[1]} group(s) do not split over "
+        print(f"N={est.num_particles}: {est.layout[1]} group(s) do not split over "
               f"{args.devices} devices; nothing to compare")
         return
 

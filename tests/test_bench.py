@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, TINY
 
 TINY_W1 = ["--tiny", "--particles", "4", "--trunc-len", "3", "--horizon", "10"]
 
@@ -49,3 +49,11 @@ def test_cpu_devices_smoke():
     lines = _bench("cpu_devices.py", *TINY_W1, "--devices", "2", "--blocks", "1", "--iters", "1")
     assert "vs 2 CPU devices" in lines[0] and "command: python bench/cpu_devices.py" in lines[0]
     assert lines[-1].startswith("N=4 K=3 T=10: 2 CPU devices / 1 = ")
+
+
+def test_cpu_devices_on_a_config_smoke():
+    sets = [a for x in TINY for a in ("--set", x)]
+    lines = _bench("cpu_devices.py", "--config", "configs/default.toml", *sets, "--devices", "2",
+                   "--blocks", "1", "--iters", "1")
+    assert lines[0].startswith("# default (configs/default.toml) one device vs 2 CPU devices")
+    assert lines[-1].startswith("N=4 K=10 T=40: 2 CPU devices / 1 = ")
