@@ -2,7 +2,9 @@
 
 The population is split along its group axis (pairs with antithetic sampling,
 particles without) over a 1-D mesh named ``"particles"``; theta, the outer
-optimizer state and the task's data are replicated. ``make_outer_step`` traces
+optimizer state and the task's data are replicated, each placed once
+(``trainer.distribute``; the data enters ``shard_map`` as an argument, so no
+outer iteration copies it between devices). ``make_outer_step`` traces
 the outer iteration with that mesh set (``jax.set_mesh``), and the unroll runs
 each device's groups through ``jax.shard_map`` (``meta_train.estimators.unroll``),
 so a device steps only its own particles, in whatever ``particle_chunk`` asks;
@@ -15,6 +17,10 @@ address, process count and id, or from the cluster environment) in every
 process before anything else touches JAX; ``jax.devices()`` then lists every
 host's devices and the same mesh spans them. Test on one machine with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+
+One CPU: ``use_cpu_devices(n)`` (``lopt meta-train --cpu-devices``) presents it
+as ``n`` devices, so its cores step different particles at once; each device
+holds its own copy of the data.
 """
 
 from __future__ import annotations
