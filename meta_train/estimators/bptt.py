@@ -20,8 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from meta_train.estimators.common import split_particles
-from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
+from meta_train.estimators.unroll import (AUTO, ParticleState, check_population,
                                           init_particles, unroll)
 
 
@@ -40,13 +39,6 @@ def _bptt_estimate(system, num_particles, trunc_len, particle_chunk, theta,
     return grad, ParticleState(u.system_state, (), u.remaining), metrics
 
 
-def _check(num_particles: int, trunc_len: int, particle_chunk: int) -> None:
-    split_particles(num_particles, False)
-    check_particle_chunk(particle_chunk, 1)
-    if trunc_len < 1:
-        raise ValueError("trunc_len must be >= 1")
-
-
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
                    meta_fields=["num_particles", "trunc_len", "stagger", "particle_chunk"])
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +52,7 @@ class TBPTT:
     particle_chunk: int = AUTO
 
     def __post_init__(self):
-        _check(self.num_particles, self.trunc_len, self.particle_chunk)
+        check_population(self.num_particles, False, self.trunc_len, self.particle_chunk)
 
     @property
     def layout(self) -> tuple[int, int]:
@@ -86,7 +78,7 @@ class FullBPTT:
     particle_chunk: int = AUTO
 
     def __post_init__(self):
-        _check(self.num_particles, 1, self.particle_chunk)
+        check_population(self.num_particles, False, 1, self.particle_chunk)
 
     @property
     def trunc_len(self) -> int:

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from meta_train.estimators.common import gaussian_like, split_particles, where_tree
-from meta_train.estimators.unroll import (AUTO, ParticleState, check_particle_chunk,
+from meta_train.estimators.unroll import (AUTO, ParticleState, check_population,
                                           init_particles, unroll)
 
 PES_MODE, TRUNCATED_MODE, NOISE_REUSE_MODE = "pes", "truncated", "noise_reuse"
@@ -53,9 +53,7 @@ PES_MODE, TRUNCATED_MODE, NOISE_REUSE_MODE = "pes", "truncated", "noise_reuse"
 
 def _check(num_particles: int, antithetic: bool, trunc_len: int, sigma: float,
            particle_chunk: int) -> None:
-    check_particle_chunk(particle_chunk, split_particles(num_particles, antithetic)[0])
-    if trunc_len < 1:
-        raise ValueError("trunc_len must be >= 1")
+    check_population(num_particles, antithetic, trunc_len, particle_chunk)
     if not sigma > 0:
         raise ValueError("sigma must be > 0")
 

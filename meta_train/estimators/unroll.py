@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from meta_train.estimators.common import all_finite
+from meta_train.estimators.common import all_finite, split_particles
 
 AUTO = -1
 SEQUENTIAL_BYTES = 1 << 20  # a system state this large per particle is stepped alone on CPU
@@ -63,7 +63,12 @@ class Unrolled(NamedTuple):
     nonfinite: jax.Array  # int32: groups whose state stopped being finite
 
 
-def check_particle_chunk(particle_chunk: int, num_signs: int) -> None:
+def check_population(num_particles: int, antithetic: bool, trunc_len: int,
+                     particle_chunk: int) -> None:
+    """``ValueError`` naming the first unusable setting of an estimator's population."""
+    num_signs = split_particles(num_particles, antithetic)[0]
+    if trunc_len < 1:
+        raise ValueError("trunc_len must be >= 1")
     if particle_chunk == AUTO:
         return
     if particle_chunk < 0 or (particle_chunk > 1 and particle_chunk % num_signs):
