@@ -88,8 +88,9 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
     from meta_train.host_memory import limit_malloc_arenas
     limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
     import jax
-    if cpu_devices > 1:  # before the backend starts
-        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    if cpu_devices > 1:
+        from meta_train.sharding import use_cpu_devices
+        use_cpu_devices(cpu_devices)  # before the backend starts, as the CLI does
 
     from meta_train.xla_options import enable_compilation_cache
     enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)

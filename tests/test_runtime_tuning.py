@@ -1,15 +1,13 @@
 """Process-level tuning: XLA compiler options and the malloc arena cap."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
 import jax
+from conftest import ROOT
 
 from meta_train import xla_options
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_cpu_compiler_options_are_probed():
