@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from learned_opt.baselines import SGDM, Adam
@@ -71,6 +72,16 @@ def save(path: str | pathlib.Path, lopt, theta, card: dict | None = None) -> pat
     return path
 
 
+def _stored_shapes(ocp, item: pathlib.Path):
+    """``(shape, dtype)`` per leaf as Orbax recorded them, or None where unreadable
+    (the restore that follows then reports the damage)."""
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(item).tree
+        return jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), tree)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
     """Return ``(lopt, theta, card)`` from an artifact, or raise OptimizerFileError."""
     path = pathlib.Path(path).absolute()
@@ -96,15 +107,18 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
         except (KeyError, TypeError, ValueError) as e:
             fail(f"bad architecture config ({e})")
         expected = jax.eval_shape(lopt.init_meta, jax.random.PRNGKey(0))
+        want = jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), expected)
+        # Shapes are checked from the stored metadata first: a restore into the
+        # wrong shapes fails inside Orbax and leaves its reads un-awaited.
+        if _stored_shapes(ocp, path / "theta") not in (None, want):
+            fail("theta does not match the architecture's shapes")
         try:
             theta = ckptr.restore(path, args=ocp.args.Composite(
                 theta=ocp.args.StandardRestore(expected))).theta
         except Exception as e:  # noqa: BLE001
             fail(f"theta is damaged or does not match the architecture "
                  f"({str(e).splitlines()[0][:200]})")
-    got = jax.tree.map(lambda x: (x.shape, x.dtype), theta)
-    want = jax.tree.map(lambda x: (x.shape, x.dtype), expected)
-    if got != want:
+    if jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), theta) != want:
         fail("theta does not match the architecture's shapes")
     return lopt, theta, meta.get("card", {})
 

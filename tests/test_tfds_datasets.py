@@ -147,6 +147,7 @@ def test_reachability_needs_an_answer_and_is_bounded():
         assert tfds_data.reachable(f"http://127.0.0.1:{server.server_port}/", timeout=5.0)
     finally:
         server.shutdown()
+        server.server_close()
         silent.close()
 
 
