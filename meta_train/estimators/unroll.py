@@ -21,8 +21,9 @@ on it beyond floating-point rounding): each group runs its K steps in one
 that reads and writes each chunk's states in the population's own buffers,
 in its ``[sign, group]`` layout, so the population is never copied).
 ``0`` vectorises the whole population: best for small systems and on
-accelerators. ``1`` steps one particle at a time (the members of a pair one
-after the other): on a CPU a particle whose state and learned-optimizer
+accelerators. ``1`` steps one particle at a time (each member of a pair
+through all K steps, then the other; ``_sequential_group_unroll`` keeps
+their restarts coupled): on a CPU a particle whose state and learned-optimizer
 activations fill the caches runs several times faster alone than batched
 with others, because batched it streams every intermediate through main
 memory. ``AUTO`` (``-1``) picks ``1`` on CPU for systems whose state is
@@ -116,60 +117,18 @@ def _put(x, update, start, axis: int):
     return jax.lax.dynamic_update_slice_in_dim(x, update, start, axis)
 
 
-def _sign_by_sign(f, state, *args):
-    """``vmap(f)(state, *args)`` over the sign axis, one sign after the other.
-
-    ``f(state, *args) -> (state, aux)``. The new states are written into
-    ``state``'s own buffer (a loop-carried in-place update), so a group's state
-    is neither copied into a stack nor held twice.
-    """
-    num_signs = jax.tree.leaves(state)[0].shape[0]
-
-    def one(i, state):
-        st, rest = jax.tree.map(lambda x: _take(x, i, 1, 0)[0], (state, args))
-        return f(st, *rest)
-
-    aux_shape = jax.eval_shape(lambda: one(0, state)[1])
-    aux = jax.tree.map(lambda a: jnp.zeros((num_signs,) + a.shape, a.dtype), aux_shape)
-
-    def body(i, carry):
-        state, aux = carry
-        new, out = one(i, state)
-        put = lambda buf, v: _put(buf, v[None], i, 0)
-        return jax.tree.map(put, state, new), jax.tree.map(put, aux, out)
-
-    return jax.lax.fori_loop(0, num_signs, body, (state, aux))
-
-
-def _group_unroll(system, sequential, thetas_old, thetas_new, state, remaining, step_keys,
-                  init_keys):
-    """One group (its signs on the leading axis) through K steps: a ``lax.scan``."""
-    if sequential:  # one particle at a time; restarts are real branches
-        def step_all(thetas, state, key):
-            return _sign_by_sign(lambda st, th: system.step(th, st, key), state, thetas)
-
-        def init_all(thetas, state, key):
-            return _sign_by_sign(lambda st, th: (system.init(th, key), ()), state, thetas)[0]
-    else:
-        def step_all(thetas, state, key):
-            return jax.vmap(system.step, (0, 0, None))(thetas, state, key)
-
-        def init_all(thetas, state, key):
-            return jax.vmap(system.init, (0, None))(thetas, key)
-
+def _group_unroll(system, thetas_old, thetas_new, state, remaining, step_keys, init_keys):
+    """One group (its signs on the leading axis) through K steps, vectorised: a ``lax.scan``."""
     def body(carry, keys):
         state, remaining, began = carry
         step_key, init_key = keys
         begin = remaining <= 0
         began = began | begin
-        if thetas_old is None:
-            thetas = thetas_new
-        else:
-            thetas = jax.tree.map(lambda n, o: jnp.where(began, n, o), thetas_new, thetas_old)
-        # A real branch when groups run one by one, a select when vectorised.
-        state = jax.lax.cond(begin, lambda: init_all(thetas, state, init_key), lambda: state)
+        thetas = _select_theta(began, thetas_old, thetas_new)
+        init = jax.vmap(system.init, (0, None))(thetas, init_key)
+        state = jax.tree.map(lambda a, b: jnp.where(begin, a, b), init, state)
         remaining = jnp.where(begin, jnp.int32(system.horizon), remaining)
-        state, loss = step_all(thetas, state, step_key)
+        state, loss = jax.vmap(system.step, (0, 0, None))(thetas, state, step_key)
         bad = ~all_finite(state)  # a pair restarts together
         remaining = jnp.where(bad, 0, remaining - 1)
         return (state, remaining, began), (loss, began, begin, bad)
@@ -177,6 +136,76 @@ def _group_unroll(system, sequential, thetas_old, thetas_new, state, remaining, 
     carry = (state, remaining, jnp.zeros((), bool))
     (state, remaining, _), outs = jax.lax.scan(body, carry, (step_keys, init_keys))
     return state, remaining, outs
+
+
+def _select_theta(began, theta_old, theta_new):
+    if theta_old is None:
+        return theta_new
+    return jax.tree.map(lambda n, o: jnp.where(began, n, o), theta_new, theta_old)
+
+
+def _sequential_group_unroll(system, thetas_old, thetas_new, state, remaining, step_keys,
+                             init_keys):
+    """One group through K steps, its particles one after the other.
+
+    Each member of the group runs all K steps in its own ``lax.scan`` (its
+    state is the scan's carry: nothing is sliced out of, or written into, the
+    group's buffers per step, and a restart is a real branch). The members of
+    a pair must restart together, though: a step after which *either* state
+    is not finite ends the episode of both. Members run one by one cannot see
+    each other's steps, so each runs under a set of ``forced`` restart steps
+    and the group is rerun, with ``forced`` set to the steps where any member
+    went bad, until every member's restarts are exactly those steps. That is
+    the coupled recursion, so the result is the same as stepping the members
+    together. With no non-finite state (the usual case) the first run is the
+    only one; each rerun fixes at least one more restart, so there are at
+    most K + 1 runs. A group of one particle (no pairs) runs once, without the
+    rerun loop, so it can be differentiated (TBPTT).
+    """
+    num_steps = step_keys.shape[0]
+
+    def particle(forced, theta_old, theta_new, st):
+        def body(carry, xs):
+            st, remaining, began = carry
+            step_key, init_key, force = xs
+            begin = remaining <= 0
+            began = began | begin
+            theta = _select_theta(began, theta_old, theta_new)
+            st = jax.lax.cond(begin, lambda: system.init(theta, init_key), lambda: st)
+            remaining = jnp.where(begin, jnp.int32(system.horizon), remaining)
+            st, loss = system.step(theta, st, step_key)
+            bad = ~all_finite(st)
+            remaining = jnp.where(bad | force, 0, remaining - 1)
+            return (st, remaining, began), (loss, began, begin, bad)
+
+        carry = (st, remaining, jnp.zeros((), bool))
+        (st, rem, _), outs = jax.lax.scan(body, carry, (step_keys, init_keys, forced))
+        return st, rem, outs
+
+    def run(forced):
+        return jax.lax.map(lambda args: particle(forced, *args),
+                           (thetas_old, thetas_new, state))
+
+    def rerun(carry):
+        forced = carry[0]
+        result = run(forced)
+        bad = result[2][3]  # [sign, K]
+        union = jnp.any(bad, axis=0)
+        settled = jnp.all((bad | forced) == union)
+        return union, result, settled
+
+    no_restarts = jnp.zeros((num_steps,), bool)
+    if jax.tree.leaves(state)[0].shape[0] == 1:
+        # Nothing to couple, and no while_loop: backprop (TBPTT) goes through this.
+        state, rem, (losses, began, begin, bad) = run(no_restarts)
+        return state, rem[0], (losses.T, began[0], begin[0], bad[0])
+    shapes = jax.eval_shape(run, no_restarts)
+    empty = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    carry = (no_restarts, empty, jnp.zeros((), bool))
+    union, (state, rem, (losses, began, begin, _)), _ = jax.lax.while_loop(
+        lambda c: ~c[2], rerun, carry)
+    # Settled: every member has the same restarts, so its flags are the group's.
+    return state, rem[0], (losses.T, began[0], begin[0], union)
 
 
 # Axis of the group in each argument / result of ``_group_unroll`` once batched:
@@ -203,7 +232,7 @@ def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remai
     of the population is made.
     """
     groups = remaining.shape[0]
-    batched = jax.vmap(functools.partial(_group_unroll, system, False), _IN_AXES, _OUT_AXES)
+    batched = jax.vmap(functools.partial(_group_unroll, system), _IN_AXES, _OUT_AXES)
     if chunk == 0 or chunk >= groups * num_signs:
         return batched(thetas_old, thetas_new, state, remaining, step_keys, init_keys)
     size = max(1, chunk // num_signs)  # groups per chunk
@@ -217,7 +246,7 @@ def _local_unroll(system, chunk, num_signs, thetas_old, thetas_new, state, remai
             return batched(*part)
         # One group, unbatched, so the restart cond stays a real branch.
         one = _per_axis(jnp.squeeze, _IN_AXES, part)
-        return _per_axis(jnp.expand_dims, _OUT_AXES, _group_unroll(system, True, *one))
+        return _per_axis(jnp.expand_dims, _OUT_AXES, _sequential_group_unroll(system, *one))
 
     def advance(start, n, outs):
         return _per_axis(lambda b, v, a: _put(b, v, start, a), _OUT_AXES, outs,
