@@ -57,3 +57,13 @@ def test_cpu_devices_on_a_config_smoke():
                    "--blocks", "1", "--iters", "1")
     assert lines[0].startswith("# default (configs/default.toml) one device vs 2 CPU devices")
     assert lines[-1].startswith("N=4 K=10 T=40: 2 CPU devices / 1 = ")
+
+
+def test_w1_bound_smoke():
+    lines = _bench("w1_bound.py", "--tiny", "--repeats", "2", "--step-iters", "1", "--step-blocks", "1")
+    assert "command: python bench/w1_bound.py" in lines[0]
+    parts = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in lines[3:7]}
+    assert all(ms > 0 for ms in parts.values()), parts
+    assert abs(sum(parts.values()) - float(lines[7].split("|")[2])) < 0.01
+    assert "particle-steps/s" in lines[-2] and "of the FLOP bound" in lines[-2]
+    assert lines[-1].startswith("W1 ceiling from its compute floor: ")

@@ -186,7 +186,7 @@ def _sequential_group_unroll(system, thetas_old, thetas_new, state, remaining, s
         return jax.lax.map(lambda args: particle(forced, *args),
                            (thetas_old, thetas_new, state))
 
-    def rerun(carry):
+    def attempt(carry):  # one run of the group under carry[0] as forced restarts
         forced = carry[0]
         result = run(forced)
         bad = result[2][3]  # [sign, K]
@@ -203,7 +203,7 @@ def _sequential_group_unroll(system, thetas_old, thetas_new, state, remaining, s
     empty = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
     carry = (no_restarts, empty, jnp.zeros((), bool))
     union, (state, rem, (losses, began, begin, _)), _ = jax.lax.while_loop(
-        lambda c: ~c[2], rerun, carry)
+        lambda c: ~c[2], attempt, carry)
     # Settled: every member has the same restarts, so its flags are the group's.
     return state, rem[0], (losses.T, began[0], begin[0], union)
 
