@@ -32,18 +32,23 @@ import time
 REFERENCE = {2: 122.0, 8: 98.0, 32: 89.0}  # learned_optimization, BENCHMARKS.md
 
 
+def median_seconds(f, *args, repeats: int) -> float:
+    """Median wall time of ``f(*args)`` over ``repeats`` calls, after one untimed call."""
+    import jax
+    jax.block_until_ready(f(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
     import jax
     import jax.numpy as jnp
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        dot(a, a).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / median_seconds(jax.jit(jnp.dot), a, a, repeats=repeats)
 
 
 def flops_per_particle_step(task, lopt) -> float:

@@ -23,8 +23,8 @@ sum is a floor no implementation built on XLA's kernels can beat, and
 Printed beside it: the FLOP-bound ceiling (the step's FLOPs at the float32
 matmul rate of a 2048 x 2048 ``jnp.dot`` timed in the same run, as in
 ``bench/w1.py``), and, unless ``--no-step``, the real outer iteration's
-particle-steps per second measured in the same process (median of timed blocks), as a fraction of
-both ceilings. The machine's speed drifts (shared cores): compare figures
+particle-steps per second measured in the same process (median of timed
+blocks), as a fraction of both ceilings. The machine's speed drifts (shared cores): compare figures
 from one run, not across runs.
 """
 
@@ -38,17 +38,7 @@ import sys
 import time
 
 FLOATS_PER_PARAM = 19  # read p, g, 4 m, 4 v; write p, 4 m, 4 v
-
-
-def median_ms(f, *args, repeats: int) -> float:
-    import jax
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+STATE_PASS = "state read + write (memory floor)"
 
 
 def main() -> None:
@@ -67,7 +57,8 @@ def main() -> None:
     import jax.numpy as jnp
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from w1 import build_w1, flops_per_particle_step, matmul_flops_per_s
+    from w1 import build_w1, flops_per_particle_step, matmul_flops_per_s, median_seconds
+    from learned_opt.mlp_lopt import TIMESCALES
     from meta_train import xla_options
     from meta_train.trainer import init_meta_state, make_outer_step
 
@@ -79,7 +70,7 @@ def main() -> None:
     num_params = sum(x.size for x in leaves)
     rows = [jax.random.normal(jax.random.fold_in(key, i), (x.size, lopt.num_features))
             for i, x in enumerate(leaves)]
-    time_features = jnp.zeros((11,), jnp.float32)
+    time_features = jnp.zeros((len(TIMESCALES),), jnp.float32)
     net = lopt._net  # the optimizer's Haiku network, as MLPLOpt.update applies it
 
     mlp = xla_options.jit(lambda th, rs: [net.apply(th, r, time_features) for r in rs])
@@ -88,12 +79,14 @@ def main() -> None:
     x = jax.random.normal(key, (FLOATS_PER_PARAM * num_params // 2,), jnp.float32)
     one_pass = xla_options.jit(lambda v: v * 0.5 + 1.0)  # reads and writes half each
 
-    r = args.repeats
+    def ms(f, *a):
+        return 1e3 * median_seconds(f, *a, repeats=args.repeats)
+
     parts = {
-        "learned-optimizer MLP": median_ms(mlp, theta, rows, repeats=r),
-        "inner gradient": median_ms(grad, params, key, repeats=r),
-        "meta-loss": median_ms(meta, params, key, repeats=r),
-        "state read + write (memory floor)": median_ms(one_pass, x, repeats=r),
+        "learned-optimizer MLP": ms(mlp, theta, rows),
+        "inner gradient": ms(grad, params, key),
+        "meta-loss": ms(meta, params, key),
+        STATE_PASS: ms(one_pass, x),
     }
     floor_ms = sum(parts.values())
     flops = flops_per_particle_step(task, lopt)
@@ -107,8 +100,9 @@ def main() -> None:
     for name, ms in parts.items():
         print(f"| {name} | {ms:.3f} |")
     print(f"| floor (sum) | {floor_ms:.3f} |")
+    pass_gb_s = 4 * FLOATS_PER_PARAM * num_params / parts[STATE_PASS] / 1e6
     print(f"# MLP at {mlp_gflops:.0f} GFLOP/s; float32 matmul {matmul / 1e9:.0f} GFLOP/s; "
-          f"memory pass {4 * FLOATS_PER_PARAM * num_params / parts['state read + write (memory floor)'] / 1e6:.0f} GB/s")
+          f"memory pass {pass_gb_s:.0f} GB/s")
     print(f"# ceilings: compute floor {1e3 / floor_ms:.0f} particle-steps/s; "
           f"FLOP bound {matmul / flops:.0f} particle-steps/s ({flops / 1e6:.0f} MFLOP per step)")
     if not args.no_step:

@@ -32,10 +32,8 @@ import json
 import os
 import pathlib
 import re
-import statistics
 import sys
 import tempfile
-import time
 
 PARTS = (  # (label, the named scopes that mark it); the first that matches wins
     ("learned-optimizer MLP", {"learned_optimizer", "mlp"}),
@@ -83,14 +81,10 @@ def bandwidth_gb_s(num_floats: int = 1_806_336, repeats: int = 50) -> tuple[floa
     from meta_train import xla_options
     x = jax.random.normal(jax.random.PRNGKey(0), (num_floats,), jnp.float32)
 
+    from w1 import median_seconds
+
     def best(f, moved):
-        f(x).block_until_ready()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f(x).block_until_ready()
-            times.append(time.perf_counter() - t0)
-        return moved / statistics.median(times) / 1e9
+        return moved / median_seconds(f, x, repeats=repeats) / 1e9
 
     size = 4 * num_floats
     return (best(xla_options.jit(lambda v: v * 2.0 + 1.0), 2 * size),

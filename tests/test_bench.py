@@ -60,7 +60,8 @@ def test_cpu_devices_on_a_config_smoke():
 
 
 def test_w1_bound_smoke():
-    lines = _bench("w1_bound.py", "--tiny", "--repeats", "2", "--step-iters", "1", "--step-blocks", "1")
+    lines = _bench("w1_bound.py", "--tiny", "--repeats", "2", "--step-iters", "1",
+                   "--step-blocks", "1")
     assert "command: python bench/w1_bound.py" in lines[0]
     parts = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in lines[3:7]}
     assert all(ms > 0 for ms in parts.values()), parts

@@ -117,25 +117,37 @@ def _put(x, update, start, axis: int):
     return jax.lax.dynamic_update_slice_in_dim(x, update, start, axis)
 
 
-def _group_unroll(system, thetas_old, thetas_new, state, remaining, step_keys, init_keys):
-    """One group (its signs on the leading axis) through K steps, vectorised: a ``lax.scan``."""
-    def body(carry, keys):
+def _truncation(system, batched: bool, theta_old, theta_new, state, remaining, step_keys,
+                init_keys, forced):
+    """K steps of one group (``batched``: its signs on the leading axis, stepped
+    together) or of one particle: a ``lax.scan``. ``forced`` [K] marks steps
+    after which the episode ends even if the state is finite."""
+    init = jax.vmap(system.init, (0, None)) if batched else system.init
+    step = jax.vmap(system.step, (0, 0, None)) if batched else system.step
+
+    def body(carry, xs):
         state, remaining, began = carry
-        step_key, init_key = keys
+        step_key, init_key, force = xs
         begin = remaining <= 0
         began = began | begin
-        thetas = _select_theta(began, thetas_old, thetas_new)
-        init = jax.vmap(system.init, (0, None))(thetas, init_key)
-        state = jax.tree.map(lambda a, b: jnp.where(begin, a, b), init, state)
+        theta = _select_theta(began, theta_old, theta_new)
+        # A real branch for one particle; a select once groups are vmapped.
+        state = jax.lax.cond(begin, lambda: init(theta, init_key), lambda: state)
         remaining = jnp.where(begin, jnp.int32(system.horizon), remaining)
-        state, loss = jax.vmap(system.step, (0, 0, None))(thetas, state, step_key)
-        bad = ~all_finite(state)  # a pair restarts together
-        remaining = jnp.where(bad, 0, remaining - 1)
+        state, loss = step(theta, state, step_key)
+        bad = ~all_finite(state)  # batched: a pair restarts together
+        remaining = jnp.where(bad | force, 0, remaining - 1)
         return (state, remaining, began), (loss, began, begin, bad)
 
     carry = (state, remaining, jnp.zeros((), bool))
-    (state, remaining, _), outs = jax.lax.scan(body, carry, (step_keys, init_keys))
+    (state, remaining, _), outs = jax.lax.scan(body, carry, (step_keys, init_keys, forced))
     return state, remaining, outs
+
+
+def _group_unroll(system, thetas_old, thetas_new, state, remaining, step_keys, init_keys):
+    """One group (its signs on the leading axis) through K steps, vectorised."""
+    return _truncation(system, True, thetas_old, thetas_new, state, remaining, step_keys,
+                       init_keys, jnp.zeros(step_keys.shape[:1], bool))
 
 
 def _select_theta(began, theta_old, theta_new):
@@ -162,29 +174,11 @@ def _sequential_group_unroll(system, thetas_old, thetas_new, state, remaining, s
     most K + 1 runs. A group of one particle (no pairs) runs once, without the
     rerun loop, so it can be differentiated (TBPTT).
     """
-    num_steps = step_keys.shape[0]
-
-    def particle(forced, theta_old, theta_new, st):
-        def body(carry, xs):
-            st, remaining, began = carry
-            step_key, init_key, force = xs
-            begin = remaining <= 0
-            began = began | begin
-            theta = _select_theta(began, theta_old, theta_new)
-            st = jax.lax.cond(begin, lambda: system.init(theta, init_key), lambda: st)
-            remaining = jnp.where(begin, jnp.int32(system.horizon), remaining)
-            st, loss = system.step(theta, st, step_key)
-            bad = ~all_finite(st)
-            remaining = jnp.where(bad | force, 0, remaining - 1)
-            return (st, remaining, began), (loss, began, begin, bad)
-
-        carry = (st, remaining, jnp.zeros((), bool))
-        (st, rem, _), outs = jax.lax.scan(body, carry, (step_keys, init_keys, forced))
-        return st, rem, outs
-
     def run(forced):
-        return jax.lax.map(lambda args: particle(forced, *args),
-                           (thetas_old, thetas_new, state))
+        return jax.lax.map(
+            lambda args: _truncation(system, False, *args, remaining, step_keys, init_keys,
+                                     forced),
+            (thetas_old, thetas_new, state))
 
     def attempt(carry):  # one run of the group under carry[0] as forced restarts
         forced = carry[0]
@@ -194,18 +188,18 @@ def _sequential_group_unroll(system, thetas_old, thetas_new, state, remaining, s
         settled = jnp.all((bad | forced) == union)
         return union, result, settled
 
-    no_restarts = jnp.zeros((num_steps,), bool)
+    no_restarts = jnp.zeros(step_keys.shape[:1], bool)
     if jax.tree.leaves(state)[0].shape[0] == 1:
         # Nothing to couple, and no while_loop: backprop (TBPTT) goes through this.
-        state, rem, (losses, began, begin, bad) = run(no_restarts)
-        return state, rem[0], (losses.T, began[0], begin[0], bad[0])
-    shapes = jax.eval_shape(run, no_restarts)
-    empty = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    carry = (no_restarts, empty, jnp.zeros((), bool))
-    union, (state, rem, (losses, began, begin, _)), _ = jax.lax.while_loop(
-        lambda c: ~c[2], attempt, carry)
+        result = run(no_restarts)
+    else:
+        shapes = jax.eval_shape(run, no_restarts)
+        empty = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        _, result, _ = jax.lax.while_loop(lambda c: ~c[2], attempt,
+                                          (no_restarts, empty, jnp.zeros((), bool)))
+    state, rem, (losses, began, begin, bad) = result
     # Settled: every member has the same restarts, so its flags are the group's.
-    return state, rem[0], (losses.T, began[0], begin[0], union)
+    return state, rem[0], (losses.T, began[0], begin[0], jnp.any(bad, axis=0))
 
 
 # Axis of the group in each argument / result of ``_group_unroll`` once batched:
