@@ -39,16 +39,16 @@ def main() -> None:
                    help="with --config: override a key, as lopt meta-train --set")
     args = p.parse_args()
 
-    from meta_train.host_memory import limit_malloc_arenas
+    from meta_train.runtime.host_memory import limit_malloc_arenas
     limit_malloc_arenas()
     import jax
-    from meta_train.sharding import cpu_cores, use_cpu_devices
+    from meta_train.runtime.sharding import cpu_cores, use_cpu_devices
     args.devices = args.devices or cpu_cores()
     use_cpu_devices(args.devices)
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1
-    from meta_train.trainer import distribute, init_meta_state, make_outer_step
+    from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 
     if args.config:
         from meta_train import config as config_lib

@@ -90,17 +90,17 @@ def build_w1(particles: int, trunc_len: int, horizon: int, tiny: bool = False):
 def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
             blocks: int, tiny: bool, cpu_devices: int = 1) -> dict:
     t_start = time.perf_counter()
-    from meta_train.host_memory import limit_malloc_arenas
+    from meta_train.runtime.host_memory import limit_malloc_arenas
     limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
     import jax
     if cpu_devices > 1:
-        from meta_train.sharding import use_cpu_devices
+        from meta_train.runtime.sharding import use_cpu_devices
         use_cpu_devices(cpu_devices)  # before the backend starts, as the CLI does
 
-    from meta_train.xla_options import enable_compilation_cache
+    from meta_train.runtime.xla_options import enable_compilation_cache
     enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
 
-    from meta_train.trainer import distribute, init_meta_state, make_outer_step
+    from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 
     est, outer, task, lopt = build_w1(particles, trunc_len, horizon, tiny)
     # As `lopt meta-train` does: the population sharded over the devices there are.

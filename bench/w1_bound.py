@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
     args = p.parse_args()
 
-    from meta_train.host_memory import limit_malloc_arenas
+    from meta_train.runtime.host_memory import limit_malloc_arenas
     limit_malloc_arenas()
     import jax
     import jax.numpy as jnp
@@ -59,8 +59,8 @@ def main() -> None:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1, flops_per_particle_step, matmul_flops_per_s, median_seconds
     from learned_opt.mlp_lopt import TIMESCALES
-    from meta_train import xla_options
-    from meta_train.trainer import init_meta_state, make_outer_step
+    from meta_train.runtime import xla_options
+    from meta_train.training.outer_step import init_meta_state, make_outer_step
 
     est, outer, task, lopt = build_w1(8, 20, 200, args.tiny)
     key = jax.random.PRNGKey(0)

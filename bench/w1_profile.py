@@ -78,7 +78,7 @@ def bandwidth_gb_s(num_floats: int = 1_806_336, repeats: int = 50) -> tuple[floa
     """(elementwise read+write, reduction read) GB/s over one float32 array."""
     import jax
     import jax.numpy as jnp
-    from meta_train import xla_options
+    from meta_train.runtime import xla_options
     x = jax.random.normal(jax.random.PRNGKey(0), (num_floats,), jnp.float32)
 
     from w1 import median_seconds
@@ -100,13 +100,13 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
     args = p.parse_args()
 
-    from meta_train.host_memory import limit_malloc_arenas
+    from meta_train.runtime.host_memory import limit_malloc_arenas
     limit_malloc_arenas()
     import jax
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1, flops_per_particle_step
-    from meta_train.trainer import init_meta_state, make_outer_step
+    from meta_train.training.outer_step import init_meta_state, make_outer_step
 
     est, outer, task, lopt = build_w1(args.particles, args.trunc_len, args.horizon, args.tiny)
     state = init_meta_state(est, outer, seed=0)

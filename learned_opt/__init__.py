@@ -1,6 +1,7 @@
 """Learned optimizers (Haiku) and their export as optax transformations.
 
-See ``learned_opt.base`` for the contract. ``MLPLOpt`` is the default learned
+See ``learned_opt.base`` for the contract and ``LEARNED_OPTIMIZERS``
+(``learned_opt.registry``) for every kind by name. ``MLPLOpt`` is the default learned
 optimizer; ``Adam`` and ``SGDM`` are hand-designed baselines behind the same
 interface; ``as_optax(lopt, theta)`` turns any of them into an optax
 ``GradientTransformationExtraArgs``; ``save`` writes a standalone artifact
@@ -12,6 +13,7 @@ from learned_opt.baselines import SGDM, Adam
 from learned_opt.export import OptimizerFileError, load, load_optax, save
 from learned_opt.mlp_lopt import MLPLOpt
 from learned_opt.optax_export import as_optax
+from learned_opt.registry import LEARNED_OPTIMIZERS
 
 __all__ = ["LearnedOptimizer", "MLPLOpt", "Adam", "SGDM", "as_optax", "load_optax", "load",
-           "save", "OptimizerFileError"]
+           "save", "OptimizerFileError", "LEARNED_OPTIMIZERS"]

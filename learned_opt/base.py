@@ -1,4 +1,4 @@
-"""The learned-optimizer contract (DESIGN.md).
+"""The learned-optimizer contract (docs/ARCHITECTURE.md).
 
 * ``lopt.init_meta(key) -> theta``: the meta-parameters (a pytree of arrays);
 * ``lopt.init(theta, params) -> opt_state``: per-run state (momenta, step...);

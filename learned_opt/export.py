@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from learned_opt.baselines import SGDM, Adam
-from learned_opt.mlp_lopt import MLPLOpt
 from learned_opt.optax_export import as_optax
+from learned_opt.registry import LEARNED_OPTIMIZERS, kind_of
 
 FORMAT = "lopt-pes-optimizer"
 FORMAT_VERSION = 1
-KINDS = {"mlp": MLPLOpt, "adam": Adam, "sgdm": SGDM}
 
 
 def _ocp():
@@ -37,9 +35,7 @@ class OptimizerFileError(ValueError):
 
 
 def architecture(lopt) -> dict:
-    kind = next((k for k, cls in KINDS.items() if type(lopt) is cls), None)
-    if kind is None:
-        raise TypeError(f"cannot export {type(lopt).__name__}; known: {sorted(KINDS)}")
+    kind = kind_of(lopt)
     fields = {k: list(v) if isinstance(v, tuple) else v
               for k, v in dataclasses.asdict(lopt).items()}
     return {"kind": kind, **fields}
@@ -47,9 +43,9 @@ def architecture(lopt) -> dict:
 
 def from_architecture(arch: dict):
     arch = dict(arch)
-    cls = KINDS.get(arch.pop("kind", None))
+    cls = LEARNED_OPTIMIZERS.get(arch.pop("kind", None))
     if cls is None:
-        raise ValueError(f"unknown optimizer kind; known: {sorted(KINDS)}")
+        raise ValueError(f"unknown optimizer kind; known: {sorted(LEARNED_OPTIMIZERS)}")
     names = {f.name for f in dataclasses.fields(cls)}
     if set(arch) - names:
         raise ValueError(f"unknown architecture fields {sorted(set(arch) - names)}")

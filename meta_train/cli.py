@@ -22,7 +22,7 @@ import pathlib
 import sys
 
 from meta_train import config as config_lib
-from meta_train.checkpoint import CheckpointError
+from meta_train.training.checkpoint import CheckpointError
 from meta_train.config import ConfigError
 from learned_opt.export import OptimizerFileError
 from tasks.datasets import DatasetError
@@ -51,7 +51,7 @@ def _fresh_run_dir(name: str) -> pathlib.Path:
 
 def _cpu_devices(text: str) -> int:
     if text == "auto":
-        from meta_train.sharding import cpu_cores
+        from meta_train.runtime.sharding import cpu_cores
         return cpu_cores()
     try:
         count = int(text)
@@ -63,7 +63,7 @@ def _cpu_devices(text: str) -> int:
 
 
 def _use_cpu_devices(count: int) -> None:
-    from meta_train.sharding import use_cpu_devices
+    from meta_train.runtime.sharding import use_cpu_devices
     try:
         use_cpu_devices(count)  # before anything starts JAX's backend
     except ValueError as e:  # main() called in a process that already uses JAX
@@ -71,7 +71,7 @@ def _use_cpu_devices(count: int) -> None:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    from meta_train.trainer import meta_train
+    from meta_train.training.loop import meta_train
 
     if args.resume:
         if args.out is None:
@@ -100,7 +100,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from meta_train.run_export import export_run
+    from meta_train.training.export_run import export_run
 
     path = export_run(args.run, args.out)
     print(f"wrote {path}")
@@ -110,7 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def resolve_optimizer(name: str):
     """An artifact path, a run directory, or the name of a shipped optimizer."""
     import learned_opt
-    from meta_train.run_export import theta_from_run
+    from meta_train.training.export_run import theta_from_run
 
     path = pathlib.Path(name)
     if (path / "config.toml").exists() and (path / "checkpoints").exists():
@@ -128,7 +128,7 @@ def resolve_optimizer(name: str):
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from meta_train import eval_suite
+    from meta_train.evaluation import held_out
     from tasks.family import HELD_OUT_SUITES
 
     if args.tasks not in HELD_OUT_SUITES:
@@ -137,24 +137,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--steps must be >= 10 and --seeds >= 1")
     lopt, theta = resolve_optimizer(args.optimizer)
     specs = {s.name: s for s in HELD_OUT_SUITES[args.tasks]}
-    total = len(specs) * (1 + len(eval_suite.BASELINE_GRIDS))
+    total = len(specs) * (1 + len(held_out.BASELINE_GRIDS))
     with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
         def progress(msg):
             bar.set_postfix_str(msg)
             bar.update(1)
-        results = eval_suite.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=args.steps,
+        results = held_out.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=args.steps,
                                             seeds=args.seeds, progress=progress)
     results["optimizer"] = str(args.optimizer)
     results["suite"] = args.tasks
     out = pathlib.Path(args.out or pathlib.Path("runs") / "eval")
-    pngs = eval_suite.write_outputs(results, out)
-    print(eval_suite.table(results))
+    pngs = held_out.write_outputs(results, out)
+    print(held_out.table(results))
     print(f"wrote {out / 'eval.json'} and {len(pngs)} plots")
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from meta_train import figures
+    from meta_train.evaluation import figures
 
     names = [n.strip() for n in args.experiments.split(",") if n.strip()]
     unknown = [n for n in names if n not in figures.EXPERIMENTS]
@@ -195,9 +195,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"mlp {list(s.hidden_sizes)} {s.activation} {s.image_size}x{s.image_size} "
             f"b{s.batch_size}" for s in specs))
     print("shipped optimizers: " + (", ".join(_shipped_names()) or "none"))
-    print("learned optimizers: mlp (default); baselines: adam, sgdm")
+    from learned_opt import LEARNED_OPTIMIZERS
     from meta_train.builders import SYSTEMS
     from meta_train.estimators import ESTIMATORS
+    print("learned optimizers (lopt.kind): " + ", ".join(LEARNED_OPTIMIZERS))
     print("systems (task.kind): " + ", ".join(SYSTEMS))
     print("estimators (estimator.kind): " + ", ".join(ESTIMATORS))
     print("config keys: " + ", ".join(config_lib.valid_keys()))
@@ -253,11 +254,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from meta_train.host_memory import limit_malloc_arenas
+    from meta_train.runtime.host_memory import limit_malloc_arenas
     limit_malloc_arenas()  # before JAX's thread pools start
     if getattr(args, "data_dir", None):
         os.environ["TFDS_DATA_DIR"] = args.data_dir  # read by every tfds dataset load
-    from meta_train.xla_options import enable_compilation_cache
+    from meta_train.runtime.xla_options import enable_compilation_cache
     enable_compilation_cache()  # a rerun with the same shapes skips compilation
     try:
         if getattr(args, "cpu_devices", 1) > 1:

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 class TaskConfig:
     # "image_mlp" (a learned optimizer trains an image MLP), or a system whose theta
     # is its own: "influence_balancing", "toy_regression", "lr_schedule_quadratic",
-    # "lr_schedule_mlp" (meta_train.builders.SYSTEMS)
+    # "lr_schedule_mlp" (the registry: meta_train.builders.SYSTEMS)
     kind: str = "image_mlp"
     theta0: tuple[float, ...] = ()  # initial theta of a toy system; () = its default
     # fashion_mnist_embedded (ships with the package), or through tensorflow-datasets:
@@ -44,7 +44,9 @@ class TaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LOptConfig:
-    kind: str = "mlp"  # "mlp", or a baseline with theta = log learning rate: "adam", "sgdm"
+    # learned_opt.LEARNED_OPTIMIZERS: "mlp", or a baseline with theta = log learning
+    # rate: "adam", "sgdm"
+    kind: str = "mlp"
     hidden_sizes: tuple[int, ...] = (32, 32)
     decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
     step_mult: float = 0.001
@@ -54,7 +56,8 @@ class LOptConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorConfig:
-    # pes, truncated_es, nres, full_es, tbptt, full_bptt; keys that do not apply to
+    # meta_train.estimators.ESTIMATORS: pes, truncated_es, nres, full_es, tbptt,
+    # full_bptt; keys that do not apply to
     # the chosen kind (sigma for BPTT, trunc_len for the full-episode ones) are unused
     kind: str = "pes"
     num_particles: int = 8  # particles, not pairs
@@ -63,7 +66,8 @@ class EstimatorConfig:
     antithetic: bool = True
     stagger: bool = True
     # particles stepped together (vmap) per device: -1 auto (by system size and
-    # backend), 0 all, 1 one at a time, or a multiple of 2 with antithetic pairs
+    # backend), 0 all, 1 one group (pair) at a time, or a multiple of 2 with
+    # antithetic pairs (meta_train.estimators.execution)
     particle_chunk: int = -1
 
 

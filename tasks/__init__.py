@@ -1,9 +1,8 @@
-"""Inner problems: datasets, models, losses, task families and toy unrolled systems.
+"""Inner problems: datasets, models, losses and task families.
 
 This package imports nothing else of the project. A *task* (``tasks.base.Task``)
-is an inner training problem; a *system* (``tasks.toy``) is an unrolled
-computation graph with ``horizon``, ``init(theta, key)`` and
-``step(theta, state, key)`` that gradient estimators consume directly.
+is an inner training problem; the unrolled systems that estimators consume
+(a task trained by an optimizer, the toy systems) live in ``meta_train.systems``.
 """
 
 from tasks.base import Task

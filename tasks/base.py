@@ -1,4 +1,4 @@
-"""The Task contract (DESIGN.md).
+"""The Task contract (docs/ARCHITECTURE.md).
 
 A task is an inner training problem, pure and jittable:
 

@@ -24,6 +24,6 @@ def tiny_config() -> config_lib.Config:
 @pytest.fixture(scope="session")
 def full_run(tiny_config, tmp_path_factory):
     """A finished tiny meta-training run (6 outer steps, checkpoints at 3 and 6)."""
-    from meta_train.trainer import meta_train
+    from meta_train.training.loop import meta_train
     run_dir = tmp_path_factory.mktemp("full")
     return meta_train(tiny_config, run_dir, progress=False, log=lambda _: None)

@@ -68,3 +68,12 @@ def test_w1_bound_smoke():
     assert abs(sum(parts.values()) - float(lines[7].split("|")[2])) < 0.01
     assert "particle-steps/s" in lines[-2] and "of the FLOP bound" in lines[-2]
     assert lines[-1].startswith("W1 ceiling from its compute floor: ")
+
+
+def test_unroll_strategies_smoke():
+    lines = _bench("unroll_strategies.py", *TINY_W1, "--chunks", "0,1,2", "--blocks", "2",
+                   "--iters", "1")
+    assert "command: python bench/unroll_strategies.py" in lines[0]
+    assert len(lines) == 1 + 2 + 2 + 2  # header, table head, a row per block, a ratio per chunk
+    assert float(lines[3].strip("|").split("|")[2]) > 0  # particle-steps/s of chunk 1
+    assert lines[-1].startswith("chunk 2 / chunk 0 = ")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from meta_train.estimators import NRES, PES, TBPTT, FullBPTT, FullES, TruncatedES
-from tasks.toy import LinearQuadratic
+from meta_train.systems.toy import LinearQuadratic
 
 RUNS = 4000
 Z_TOL = 5.0
@@ -236,12 +236,6 @@ def test_pes_variance_grows_with_unrolls_while_nres_stays_flat():
         assert pes[-1] > 3 * nres[-1]
 
 
-def _eps_of(key, sigma=0.1, dim=2):
-    """The perturbation the ES estimators draw in one call (group axis of 1)."""
-    k_eps = jax.random.split(key)[0]
-    return sigma * jax.random.normal(jax.random.split(k_eps, 1)[0], (1, dim))
-
-
 @pytest.mark.parametrize("cls", [PES, NRES])
 def test_accumulator_bookkeeping_across_episode_boundaries(cls):
     """T=5, K=3, lockstep: episodes begin at steps 1, 6 and 11 of the run."""
@@ -251,7 +245,7 @@ def test_accumulator_bookkeeping_across_episode_boundaries(cls):
     state = est.init(theta, jax.random.PRNGKey(0))
     estimate = jax.jit(est.estimate)
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    eps = [_eps_of(k) for k in keys]
+    eps = [est.perturbations(theta, k) for k in keys]  # what each call draws: [group, ...]
     if cls is PES:  # xi: the sum of the perturbations the episode has seen
         expected_acc = [eps[0], eps[1], eps[1] + eps[2], eps[3]]
     else:  # NRES: the perturbation drawn when the episode began
@@ -278,7 +272,7 @@ def test_estimate_matches_hand_computation_across_a_reset(cls):
                            remaining=jnp.array([2], jnp.int32))
     key = jax.random.PRNGKey(7)
     grad, new_state, _ = jax.jit(est.estimate)(theta, state, key)
-    eps = _eps_of(key)[0]
+    eps = est.perturbations(theta, key)[0]
 
     def losses(th_old, th_new):
         s = system.init(th_old, None)  # the running episode's state (s_0 = 0, as init)
@@ -338,6 +332,33 @@ def test_staggered_starts_cover_the_horizon():
     remaining = np.asarray(state.remaining)
     assert remaining.min() >= 1 and remaining.max() <= 100
     assert len(np.unique(remaining)) > 20
+
+
+def test_every_registered_estimator_meets_the_contract():
+    """The trainer and the sharding code use only ``Estimator``: check each one has it."""
+    from jax.sharding import PartitionSpec
+
+    from meta_train.estimators import ESTIMATORS, Estimate, Estimator
+    from meta_train.runtime.sharding import PARTICLE_AXIS
+
+    system = _lq(6, jnp.float32)
+    theta = jnp.array(THETA)
+    for name, cls in ESTIMATORS.items():
+        est = cls(system, num_particles=2)
+        assert isinstance(est, Estimator), name
+        out = est.estimate(theta, est.init(theta, jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+        assert isinstance(out, Estimate), name
+        assert jax.tree.structure(out.grad) == jax.tree.structure(theta)
+        # One call runs steps_per_call particle steps: its meta-loss averages that many losses.
+        per_particle = est.steps_per_call // est.num_particles
+        assert per_particle == (6 if name in ("full_es", "full_bptt") else est.trunc_len), name
+        # How the state is split over devices: every leaf along its group axis.
+        leaves = jax.tree.leaves(out.state)
+        specs = jax.tree.leaves(est.partition_specs(out.state),
+                                is_leaf=lambda x: isinstance(x, PartitionSpec))
+        assert len(specs) == len(leaves), name
+        for leaf, spec in zip(leaves, specs):
+            assert leaf.shape[list(spec).index(PARTICLE_AXIS)] == est.num_groups, name
 
 
 def test_bad_arguments_are_rejected():

@@ -9,8 +9,8 @@ import pytest
 
 import learned_opt
 from learned_opt import MLPLOpt, OptimizerFileError
-from meta_train import eval_suite
-from meta_train.run_export import export_run
+from meta_train.evaluation import held_out
+from meta_train.training.export_run import export_run
 from tasks.family import HELD_OUT_SUITES
 
 from test_cli import _lopt
@@ -95,9 +95,9 @@ def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
 def test_eval_suite_schema_and_plots(artifact, tmp_path):
     lopt, theta, _ = learned_opt.load(artifact)
     specs = {s.name: s for s in HELD_OUT_SUITES["tiny"]}
-    results = eval_suite.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=20, seeds=2,
+    results = held_out.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=20, seeds=2,
                                         val_points=4)
-    pngs = eval_suite.write_outputs(results, tmp_path)
+    pngs = held_out.write_outputs(results, tmp_path)
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["steps"] == 20 and data["seeds"] == 2
     (task,) = data["tasks"].values()
@@ -111,12 +111,12 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
         assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0
         assert r["seconds_per_step"] > 0
     adam = task["optimizers"]["adam"]
-    assert adam["learning_rate"] in [float(f"{lr:.3g}") for lr in eval_suite.BASELINE_GRIDS["adam"][1]] \
-        or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in eval_suite.BASELINE_GRIDS["adam"][1])
+    assert adam["learning_rate"] in [float(f"{lr:.3g}") for lr in held_out.BASELINE_GRIDS["adam"][1]] \
+        or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in held_out.BASELINE_GRIDS["adam"][1])
     best = min(v for v in adam["sweep"].values() if v is not None)
     assert adam["final_val_loss"]["mean"] == pytest.approx(best, rel=1e-6)
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
-    assert "learned" in eval_suite.table(results)
+    assert "learned" in held_out.table(results)
 
 
 def test_cli_export_and_eval(full_run, tmp_path):

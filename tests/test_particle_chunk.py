@@ -10,8 +10,8 @@ import pytest
 
 from meta_train.builders import build_system
 from meta_train.estimators import NRES, PES, TBPTT
-from meta_train.estimators.unroll import SEQUENTIAL_BYTES, resolve_particle_chunk
-from tasks.toy import LinearQuadratic
+from meta_train.estimators.execution import SEQUENTIAL_BYTES, resolve_particle_chunk
+from meta_train.systems.toy import LinearQuadratic
 
 CALLS = 5  # K=10, T=40, staggered: episodes end inside calls
 

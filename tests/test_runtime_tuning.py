@@ -7,7 +7,7 @@ import sys
 import jax
 from conftest import ROOT
 
-from meta_train import xla_options
+from meta_train.runtime import xla_options
 
 
 def test_cpu_compiler_options_are_probed():
@@ -21,7 +21,7 @@ def test_cpu_compiler_options_are_probed():
 
 
 def _cap_in_fresh_process(env: dict) -> str:
-    code = "from meta_train.host_memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    code = "from meta_train.runtime.host_memory import limit_malloc_arenas; print(limit_malloc_arenas())"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, cwd=ROOT, check=True).stdout.strip()
 

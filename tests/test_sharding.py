@@ -14,7 +14,7 @@ sys.path.insert(0, sys.argv[1])
 from tests.conftest import TINY
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
-from meta_train.trainer import distribute, init_meta_state, make_outer_step
+from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 
 assert len(jax.devices()) == 2, jax.devices()
 cfg = config_lib.load(sys.argv[1] + "/configs/default.toml", TINY)

@@ -1,6 +1,6 @@
 """The PES paper's toy experiments, run from the shipped configs (configs/*.toml).
 
-Each runs the real outer loop (``meta_train.scan_loop``: the trainer's outer
+Each runs the real outer loop (``meta_train.training.scan_loop``: the trainer's outer
 iteration, compiled as one scan) with several estimators, and checks where
 theta ends: PES reaches the long-horizon optimum, truncated methods do not.
 Seeds are fixed; thresholds are those of the issue, with the measured values
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meta_train import scan_loop
-from tasks.lr_schedule import noisy_quadratic_expected_loss
+from meta_train.training import scan_loop
+from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
 
 CONFIGS = "configs/{}.toml"
 

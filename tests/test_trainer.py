@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from meta_train import config as config_lib
-from meta_train.checkpoint import CheckpointError, Checkpointer
-from meta_train.trainer import meta_train
+from meta_train.training.checkpoint import CheckpointError, Checkpointer
+from meta_train.training.loop import meta_train
 
 from conftest import ROOT, TINY
 
@@ -52,7 +52,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(full_run, tmp_path, ca
         if f.is_file() and f.stat().st_size > 0 and "state" in f.parts:
             f.write_bytes(b"\0garbage")
     from meta_train.builders import build_estimator, build_outer_optimizer, build_system
-    from meta_train.trainer import init_meta_state
+    from meta_train.training.outer_step import init_meta_state
     cfg = config_lib.load(full_run.run_dir / "config.toml")
     est = build_estimator(cfg, build_system(cfg))
     like = init_meta_state(est, build_outer_optimizer(cfg), cfg.train.seed)

@@ -1,6 +1,6 @@
 """Backpropagation estimators: TBPTT (through the current truncation) and FullBPTT.
 
-Same population conventions as the ES estimators (``meta_train.estimators.es``)
+Same population conventions as the ES estimators (``meta_train.estimators.base``)
 with the layout ``[1, N]`` and no perturbation: every particle runs under
 theta itself. One ``TBPTT.estimate`` call advances every particle K steps and
 returns the exact gradient of the mean per-step loss over those K steps *with
@@ -16,36 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from meta_train.estimators.unroll import (AUTO, ParticleState, check_population,
-                                          init_particles, unroll)
+from meta_train.estimators.base import Estimate, ParticleState, particle_state_specs
+from meta_train.estimators.episodes import init_particles
+from meta_train.estimators.execution import AUTO, check_population, unroll
+from meta_train.systems.base import MetaTrainableSystem
 
 
-def _bptt_estimate(system, num_particles, trunc_len, particle_chunk, theta,
-                   state: ParticleState, key):
-    def mean_loss(th):
-        thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (1, num_particles) + jnp.shape(x)),
-                              th)
-        u = unroll(system, thetas, thetas, jax.lax.stop_gradient(state.system_state),
-                   state.remaining, key, trunc_len, particle_chunk)
-        return jnp.mean(u.losses), u
-
-    (loss, u), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
-    metrics = {"meta_loss": loss, "episodes_begun": u.episodes_begun,
-               "nonfinite_resets": u.nonfinite}
-    return grad, ParticleState(u.system_state, (), u.remaining), metrics
-
-
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles", "trunc_len", "stagger", "particle_chunk"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["system"],
+    meta_fields=["num_particles", "trunc_len", "stagger", "particle_chunk"],
+)
 @dataclasses.dataclass(frozen=True)
 class TBPTT:
     """Truncated backprop through time over persistent particles (module doc)."""
 
-    system: object
+    system: MetaTrainableSystem
     num_particles: int = 8
     trunc_len: int = 20
     stagger: bool = True
@@ -58,41 +49,70 @@ class TBPTT:
     def layout(self) -> tuple[int, int]:
         return (1, self.num_particles)
 
-    def init(self, theta, key: jax.Array) -> ParticleState:
-        state, remaining = init_particles(self.system, theta, self.layout, key, self.stagger)
+    @property
+    def num_groups(self) -> int:
+        return self.num_particles
+
+    @property
+    def steps_per_call(self) -> int:
+        return self.num_particles * self.trunc_len
+
+    def partition_specs(self, state: ParticleState) -> ParticleState:
+        return particle_state_specs(state)
+
+    def init(self, theta: Any, key: jax.Array) -> ParticleState:
+        state, remaining = init_particles(
+            self.system, theta, self.layout, key, stagger=self.stagger
+        )
         return ParticleState(state, (), remaining)
 
-    def estimate(self, theta, state: ParticleState, key: jax.Array):
-        return _bptt_estimate(self.system, self.num_particles, self.trunc_len,
-                              self.particle_chunk, theta, state, key)
+    def estimate(self, theta: Any, state: ParticleState, key: jax.Array) -> Estimate:
+        start = self._prepare(state)
+
+        def mean_loss(th):
+            thetas = jax.tree.map(
+                lambda x: jnp.broadcast_to(x, (1, self.num_particles) + jnp.shape(x)), th
+            )
+            fixed = start._replace(system_state=jax.lax.stop_gradient(start.system_state))
+            u = unroll(
+                self.system,
+                None,
+                thetas,
+                fixed,
+                key,
+                num_steps=self.trunc_len,
+                particle_chunk=self.particle_chunk,
+            )
+            return jnp.mean(u.losses), u
+
+        (loss, u), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
+        metrics = {
+            "meta_loss": loss,
+            "episodes_begun": u.episodes_begun,
+            "nonfinite_resets": u.nonfinite,
+        }
+        return Estimate(grad, ParticleState(u.system_state, (), u.remaining), metrics)
+
+    def _prepare(self, state: ParticleState) -> ParticleState:
+        return state
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles", "particle_chunk"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["system"],
+    meta_fields=["num_particles", "particle_chunk"],
+)
 @dataclasses.dataclass(frozen=True)
-class FullBPTT:
+class FullBPTT(TBPTT):
     """Exact gradient through one fresh whole episode per particle and call (module doc)."""
 
-    system: object
     num_particles: int = 1
-    particle_chunk: int = AUTO
+    trunc_len: int = dataclasses.field(default=1, init=False)  # the horizon, set below
+    stagger: bool = dataclasses.field(default=False, init=False)
 
     def __post_init__(self):
-        check_population(self.num_particles, False, 1, self.particle_chunk)
+        object.__setattr__(self, "trunc_len", self.system.horizon)
+        super().__post_init__()
 
-    @property
-    def trunc_len(self) -> int:
-        return self.system.horizon
-
-    @property
-    def layout(self) -> tuple[int, int]:
-        return (1, self.num_particles)
-
-    def init(self, theta, key: jax.Array) -> ParticleState:
-        state, remaining = init_particles(self.system, theta, self.layout, key, False)
-        return ParticleState(state, (), remaining)
-
-    def estimate(self, theta, state: ParticleState, key: jax.Array):
-        state = state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh
-        return _bptt_estimate(self.system, self.num_particles, self.trunc_len,
-                              self.particle_chunk, theta, state, key)
+    def _prepare(self, state: ParticleState) -> ParticleState:
+        return state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh

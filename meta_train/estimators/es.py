@@ -1,33 +1,27 @@
 """Evolution-strategies estimators over any unrolled system: PES, TruncatedES, NRES, FullES.
 
-Conventions, fixed here and tested (``tests/test_estimators.py``):
+Conventions (``meta_train.estimators.base``; tested in ``tests/test_estimators.py``):
+``sigma`` is the standard deviation of each perturbation coordinate; N counts
+particles; antithetic pairs ``(theta + eps, theta - eps)`` share data keys,
+reset keys and episode boundaries. One ``estimate`` call advances every
+particle ``trunc_len`` (K) steps and targets the gradient of the mean per-step
+loss over those K steps, counting theta's influence through every earlier
+truncation of each particle's episode. With fixed theta and ``stagger=False``
+the mean of the calls over whole episodes targets the gradient of the mean
+per-step loss over the horizon: PES, NRES and FullES estimate it without bias;
+TruncatedES ignores the influence of earlier truncations and is biased.
 
-* ``sigma`` is the standard deviation of each perturbation coordinate:
-  ``eps ~ N(0, sigma^2 I)``.
-* ``num_particles`` (N) counts particles. With ``antithetic=True`` they form
-  N/2 pairs ``(theta + eps, theta - eps)`` sharing data keys, reset keys and
-  episode boundaries; every per-particle array is laid out ``[sign, group]``
-  (``meta_train.estimators.unroll``).
-* One ``estimate`` call advances every particle ``trunc_len`` (K) steps and
-  targets the gradient of the *mean per-step loss over those K steps*,
-  counting theta's influence through every earlier truncation of each
-  particle's episode. With fixed theta and ``stagger=False``, the mean of the
-  calls over whole episodes targets the gradient of the mean per-step loss
-  over the horizon: PES, NRES and FullES estimate it without bias;
-  TruncatedES ignores the influence of earlier truncations and is biased.
+The gradient itself is ``es_gradient.es_gradient``; each estimator says only
+how it weights the losses of the episode running at the call's start and what
+it accumulates (the hooks of ``_PersistentES``):
 
-Each particle's K losses are split at an episode that begins inside the call:
-``L_old`` (steps of the episode that was running) and ``L_new`` (steps of the
-episode begun in this call). With sign s and this call's perturbation eps, the
-estimate is ``sum over particles of s * (w_old * L_old + eps * L_new) / (K N sigma^2)``:
-
-* ``PES``: every call draws a fresh eps; ``w_old = xi + eps`` where xi, the
-  accumulator, sums the episode's earlier perturbations; xi restarts at eps
-  when an episode begins.
-* ``TruncatedES``: ``w_old = eps``; no memory of earlier truncations.
+* ``PES``: every call draws a fresh eps; the accumulator xi sums the episode's
+  perturbations; the running episode's weight is ``xi + eps``; xi restarts at
+  eps when an episode begins.
+* ``TruncatedES``: weight ``eps``; no memory of earlier truncations.
 * ``NRES`` (noise-reuse ES): one perturbation per particle for its whole
-  episode, drawn when the episode begins; ``w_old`` is that perturbation.
-  Its variance does not grow with the number of truncations, PES's does.
+  episode, drawn when the episode begins; its variance does not grow with the
+  number of truncations, PES's does.
 * ``FullES``: each call runs one fresh whole episode (K = T, no stagger).
 
 A new episode's ``system.init`` runs under the perturbation its first step
@@ -40,122 +34,153 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from meta_train.estimators.common import gaussian_like, split_particles, where_tree
-from meta_train.estimators.unroll import (AUTO, ParticleState, check_population,
-                                          init_particles, unroll)
-
-PES_MODE, TRUNCATED_MODE, NOISE_REUSE_MODE = "pes", "truncated", "noise_reuse"
-
-
-def _check(num_particles: int, antithetic: bool, trunc_len: int, sigma: float,
-           particle_chunk: int) -> None:
-    check_population(num_particles, antithetic, trunc_len, particle_chunk)
-    if not sigma > 0:
-        raise ValueError("sigma must be > 0")
-
-
-def _es_init(system, mode, layout, sigma, theta, key, stagger) -> ParticleState:
-    k_particles, k_noise = jax.random.split(key)
-    state, remaining = init_particles(system, theta, layout, k_particles, stagger)
-    groups = layout[1]
-    if mode == PES_MODE:
-        accumulator = jax.tree.map(
-            lambda x: jnp.zeros((groups,) + jnp.shape(x), jnp.result_type(x)), theta)
-    elif mode == NOISE_REUSE_MODE:  # the (staggered) first episodes' perturbation
-        accumulator = gaussian_like(k_noise, theta, sigma, (groups,))
-    else:
-        accumulator = ()
-    return ParticleState(state, accumulator, remaining)
-
-
-def _perturb(theta, noise, signs):
-    """theta + sign * noise with leading axes [sign, group]."""
-    return jax.tree.map(lambda th, e: th + signs.reshape((-1, 1) + (1,) * jnp.ndim(th))
-                        * e[None], theta, noise)
-
-
-def _es_estimate(system, mode, layout, num_particles, sigma, trunc_len, particle_chunk, theta,
-                 state: ParticleState, key):
-    num_signs, groups = layout
-    k_eps, k_unroll = jax.random.split(key)
-    eps = gaussian_like(k_eps, theta, sigma, (groups,))
-    dtype = jnp.result_type(jax.tree.leaves(theta)[0])
-    signs = jnp.asarray([1.0, -1.0][:num_signs], dtype)
-    thetas_new = _perturb(theta, eps, signs)
-    if mode == NOISE_REUSE_MODE:
-        thetas_old, w_old = _perturb(theta, state.accumulator, signs), state.accumulator
-    elif mode == PES_MODE:
-        thetas_old, w_old = thetas_new, jax.tree.map(jnp.add, state.accumulator, eps)
-    else:
-        thetas_old, w_old = thetas_new, eps
-    u = unroll(system, thetas_old, thetas_new, state.system_state, state.remaining,
-               k_unroll, trunc_len, particle_chunk)
-
-    fresh = u.fresh.astype(u.losses.dtype)[:, None, :]  # [K, 1, group]
-    signed = signs[:, None] * u.losses  # [K, sign, group]
-    a = jnp.sum(signed * (1.0 - fresh), axis=(0, 1))  # [group]: sum of s * L_old
-    b = jnp.sum(signed * fresh, axis=(0, 1))  # [group]: sum of s * L_new
-    scale = 1.0 / (trunc_len * num_particles * sigma ** 2)
-    grad = jax.tree.map(lambda wo, e: (jnp.tensordot(a.astype(e.dtype), wo, axes=1)
-                                       + jnp.tensordot(b.astype(e.dtype), e, axes=1)) * scale,
-                        w_old, eps)
-    if mode == PES_MODE:
-        accumulator = where_tree(u.fresh[-1], eps, w_old)  # an episode began in this call
-    elif mode == NOISE_REUSE_MODE:
-        accumulator = where_tree(u.fresh[-1], eps, state.accumulator)
-    else:
-        accumulator = ()
-    metrics = {"meta_loss": jnp.mean(u.losses), "episodes_begun": u.episodes_begun,
-               "nonfinite_resets": u.nonfinite}
-    return grad, ParticleState(u.system_state, accumulator, u.remaining), metrics
+from meta_train.estimators.base import (
+    Estimate,
+    ParticleState,
+    particle_state_specs,
+    population_layout,
+)
+from meta_train.estimators.episodes import init_particles
+from meta_train.estimators.es_gradient import ESWeights, es_gradient
+from meta_train.estimators.execution import AUTO, check_population, unroll
+from meta_train.estimators.noise import gaussian_like, perturb, signs_for
+from meta_train.pytree import where_tree
+from meta_train.systems.base import MetaTrainableSystem
 
 
 @dataclasses.dataclass(frozen=True)
 class _PersistentES:
-    """Shared by PES, TruncatedES and NRES: persistent particles, K steps per call."""
+    """Persistent particles, K steps per call; subclasses set the three hooks below."""
 
-    system: object
+    system: MetaTrainableSystem
     num_particles: int = 8
     trunc_len: int = 20
     sigma: float = 0.01
     antithetic: bool = True
     stagger: bool = True
-    particle_chunk: int = AUTO  # particles vectorised together (meta_train.estimators.unroll)
-    _mode = PES_MODE  # a class constant: how the losses are weighted (module doc)
+    particle_chunk: int = AUTO  # how the population is executed (estimators.execution)
 
     def __post_init__(self):
-        _check(self.num_particles, self.antithetic, self.trunc_len, self.sigma,
-               self.particle_chunk)
+        check_population(self.num_particles, self.antithetic, self.trunc_len, self.particle_chunk)
+        if not self.sigma > 0:
+            raise ValueError("sigma must be > 0")
+
+    # -- the contract (estimators.base.Estimator) --
 
     @property
     def layout(self) -> tuple[int, int]:
-        return split_particles(self.num_particles, self.antithetic)
+        """``(num_signs, num_groups)``."""
+        return population_layout(self.num_particles, self.antithetic)
 
-    def init(self, theta, key: jax.Array) -> ParticleState:
-        return _es_init(self.system, self._mode, self.layout, self.sigma, theta, key,
-                        self.stagger)
+    @property
+    def num_groups(self) -> int:
+        return self.layout[1]
 
-    def estimate(self, theta, state: ParticleState, key: jax.Array):
-        return _es_estimate(self.system, self._mode, self.layout, self.num_particles,
-                            self.sigma, self.trunc_len, self.particle_chunk, theta, state, key)
+    @property
+    def steps_per_call(self) -> int:
+        return self.num_particles * self.trunc_len
+
+    def partition_specs(self, state: ParticleState) -> ParticleState:
+        return particle_state_specs(state)
+
+    def init(self, theta: Any, key: jax.Array) -> ParticleState:
+        k_particles, k_noise = jax.random.split(key)
+        system_state, remaining = init_particles(
+            self.system, theta, self.layout, k_particles, stagger=self.stagger
+        )
+        return ParticleState(system_state, self._initial_accumulator(theta, k_noise), remaining)
+
+    def perturbations(self, theta: Any, key: jax.Array) -> Any:
+        """The eps ``[group, ...]`` that ``estimate(theta, state, key)`` draws."""
+        k_eps, _ = jax.random.split(key)
+        return gaussian_like(k_eps, theta, self.sigma, (self.num_groups,))
+
+    def estimate(self, theta: Any, state: ParticleState, key: jax.Array) -> Estimate:
+        num_signs = self.layout[0]
+        _, k_unroll = jax.random.split(key)
+        eps = self.perturbations(theta, key)
+        signs = signs_for(num_signs, jnp.result_type(jax.tree.leaves(theta)[0]))
+        theta_new = perturb(theta, eps, signs)
+        running = self._running_perturbation(state, eps)
+        theta_running = None if running is None else perturb(theta, running, signs)
+        u = unroll(
+            self.system,
+            theta_running,
+            theta_new,
+            self._prepare(state),
+            k_unroll,
+            num_steps=self.trunc_len,
+            particle_chunk=self.particle_chunk,
+        )
+        weights = ESWeights(running=self._running_weight(state, eps), new=eps)
+        grad = es_gradient(u.losses, u.in_new_episode, signs, weights, sigma=self.sigma)
+        began = u.in_new_episode[-1]  # an episode began in this call
+        accumulator = self._next_accumulator(state, weights, began)
+        metrics = {
+            "meta_loss": jnp.mean(u.losses),
+            "episodes_begun": u.episodes_begun,
+            "nonfinite_resets": u.nonfinite,
+        }
+        return Estimate(grad, ParticleState(u.system_state, accumulator, u.remaining), metrics)
+
+    # -- what distinguishes the estimators --
+
+    def _prepare(self, state: ParticleState) -> ParticleState:
+        return state
+
+    def _initial_accumulator(self, theta: Any, key: jax.Array) -> Any:
+        del theta, key
+        return ()
+
+    def _running_perturbation(self, state: ParticleState, eps: Any) -> Any:
+        """The running episodes' perturbation; None: this call's eps."""
+        del state, eps
+        return None
+
+    def _running_weight(self, state: ParticleState, eps: Any) -> Any:
+        del state
+        return eps
+
+    def _next_accumulator(self, state: ParticleState, weights: ESWeights, began: jax.Array) -> Any:
+        del state, weights, began
+        return ()
 
 
 _register_es = functools.partial(
-    jax.tree_util.register_dataclass, data_fields=["system"],
-    meta_fields=["num_particles", "trunc_len", "sigma", "antithetic", "stagger",
-                 "particle_chunk"])
+    jax.tree_util.register_dataclass,
+    data_fields=["system"],
+    meta_fields=[
+        "num_particles",
+        "trunc_len",
+        "sigma",
+        "antithetic",
+        "stagger",
+        "particle_chunk",
+    ],
+)
 
 
 @_register_es
 @dataclasses.dataclass(frozen=True)
 class PES(_PersistentES):
-    """Persistent ES: unbiased, accumulates each episode's perturbations (module doc)."""
+    """Persistent ES: unbiased, accumulates each episode's perturbations xi (module doc)."""
 
-    _mode = PES_MODE
+    def _initial_accumulator(self, theta: Any, key: jax.Array) -> Any:
+        del key
+        return jax.tree.map(
+            lambda x: jnp.zeros((self.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta
+        )
+
+    def _running_weight(self, state: ParticleState, eps: Any) -> Any:
+        return jax.tree.map(jnp.add, state.accumulator, eps)  # xi + eps
+
+    def _next_accumulator(self, state: ParticleState, weights: ESWeights, began: jax.Array) -> Any:
+        return where_tree(began, weights.new, weights.running)  # xi restarts at eps
 
 
 @_register_es
@@ -163,21 +188,33 @@ class PES(_PersistentES):
 class TruncatedES(_PersistentES):
     """ES on each K-step truncation alone: cheap, biased by truncation (module doc)."""
 
-    _mode = TRUNCATED_MODE
-
 
 @_register_es
 @dataclasses.dataclass(frozen=True)
 class NRES(_PersistentES):
     """Noise-reuse ES: one perturbation per particle per episode; unbiased (module doc)."""
 
-    _mode = NOISE_REUSE_MODE
+    def _initial_accumulator(self, theta: Any, key: jax.Array) -> Any:
+        # The (staggered) first episodes' perturbation.
+        return gaussian_like(key, theta, self.sigma, (self.num_groups,))
+
+    def _running_perturbation(self, state: ParticleState, eps: Any) -> Any:
+        return state.accumulator
+
+    def _running_weight(self, state: ParticleState, eps: Any) -> Any:
+        return state.accumulator
+
+    def _next_accumulator(self, state: ParticleState, weights: ESWeights, began: jax.Array) -> Any:
+        return where_tree(began, weights.new, state.accumulator)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["system"],
-                   meta_fields=["num_particles", "sigma", "antithetic", "particle_chunk"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["system"],
+    meta_fields=["num_particles", "sigma", "antithetic", "particle_chunk"],
+)
 @dataclasses.dataclass(frozen=True)
-class FullES:
+class FullES(_PersistentES):
     """ES over whole episodes: each call unrolls a fresh episode of T steps per particle.
 
     Unbiased for the gradient of the mean per-step loss over the horizon; costs
@@ -185,28 +222,12 @@ class FullES:
     are kept only so every estimator has the same state layout).
     """
 
-    system: object
-    num_particles: int = 8
-    sigma: float = 0.01
-    antithetic: bool = True
-    particle_chunk: int = AUTO
+    trunc_len: int = dataclasses.field(default=1, init=False)  # the horizon, set below
+    stagger: bool = dataclasses.field(default=False, init=False)
 
     def __post_init__(self):
-        _check(self.num_particles, self.antithetic, 1, self.sigma, self.particle_chunk)
+        object.__setattr__(self, "trunc_len", self.system.horizon)
+        super().__post_init__()
 
-    @property
-    def trunc_len(self) -> int:
-        return self.system.horizon
-
-    @property
-    def layout(self) -> tuple[int, int]:
-        return split_particles(self.num_particles, self.antithetic)
-
-    def init(self, theta, key: jax.Array) -> ParticleState:
-        return _es_init(self.system, TRUNCATED_MODE, self.layout, self.sigma, theta, key,
-                        stagger=False)
-
-    def estimate(self, theta, state: ParticleState, key: jax.Array):
-        state = state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh
-        return _es_estimate(self.system, TRUNCATED_MODE, self.layout, self.num_particles,
-                            self.sigma, self.trunc_len, self.particle_chunk, theta, state, key)
+    def _prepare(self, state: ParticleState) -> ParticleState:
+        return state._replace(remaining=jnp.zeros_like(state.remaining))  # begin afresh

@@ -1,9 +1,9 @@
 """A whole meta-training run as one compiled ``lax.scan``, for small systems.
 
-The same outer iteration as ``lopt meta-train`` (``trainer.outer_iteration``,
+The same outer iteration as ``lopt meta-train`` (``outer_step.outer_iteration``,
 same keys, same outer optimizer), without logging or checkpoints, so a toy
 experiment of thousands of outer steps runs in seconds. Used by the tests of
-the paper's toy experiments and by ``python -m meta_train.figures``.
+the paper's toy experiments and by ``lopt figures``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
-from meta_train.trainer import init_meta_state, outer_iteration
+from meta_train.training.outer_step import init_meta_state, outer_iteration
 
 
 class Trajectory(NamedTuple):

@@ -17,11 +17,16 @@ import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+# One program copying every leaf (a per-leaf jnp.copy compiles a program per
+# shape and sharding).
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def _ocp():
-    # Imported on first use: Orbax costs ~0.3 s and ~25 MB, and a process that
-    # only runs outer steps (bench/, a library user) never checkpoints.
+    # Imported on first use: Orbax is slow to import, and a process that only
+    # runs outer steps (bench/, a library user) never checkpoints.
     import orbax.checkpoint as ocp
     return ocp
 
@@ -43,9 +48,11 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, config: dict) -> None:
+        """Start an asynchronous save of ``state`` (a copy: the caller may donate
+        ``state``'s buffers to its next outer step while the save runs)."""
         ocp = _ocp()
         self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)))
+            state=ocp.args.StandardSave(_copy(state)), config=ocp.args.JsonSave(config)))
 
     def restore(self, like: Any, step: int | None = None) -> tuple[int, Any, dict]:
         """Restore into the structure of ``like`` (arrays or ``jax.ShapeDtypeStruct``s);

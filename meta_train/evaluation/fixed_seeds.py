@@ -1,4 +1,10 @@
-"""Inner training runs with a fixed theta, on fixed seeds, to measure an optimizer."""
+"""Evaluation during meta-training: episodes of the meta-training system at fixed seeds.
+
+What ``metrics.jsonl``'s ``eval_loss`` / ``eval_final_loss`` are: the system's
+own per-step loss L_t over fresh episodes run with a fixed theta, on the same
+seeds for every run and every theta. (Held-out tasks against tuned baselines
+are ``meta_train.evaluation.held_out``.)
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from meta_train import xla_options
+from meta_train.runtime import xla_options
 
 EVAL_KEY = 20211  # fixed, so every run and every theta is judged on the same seeds
 

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta_train import scan_loop
-from tasks.lr_schedule import noisy_quadratic_expected_loss
+from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
+from meta_train.training import scan_loop
 
 NAMES = {"pes": "PES", "nres": "NRES", "truncated_es": "Truncated ES", "tbptt": "TBPTT",
          "full_es": "Full ES"}

@@ -16,12 +16,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from meta_train.systems.base import cap_loss
+from tasks.base import Task
+
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["task", "theta0"],
                    meta_fields=["horizon", "tau", "meta_loss_split", "loss_cap"])
 @dataclasses.dataclass(frozen=True)
 class LRScheduleSystem:
-    task: object
+    task: Task
     theta0: jax.Array
     horizon: int = 1000
     tau: float = 10.0
@@ -46,7 +49,7 @@ class LRScheduleSystem:
         params = jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, params, grads)
         loss = self.task.loss(params, self.task.batch(k_meta, self.meta_loss_split))
         if self.loss_cap > 0:
-            loss = jnp.where(jnp.isfinite(loss), jnp.minimum(loss, self.loss_cap), self.loss_cap)
+            loss = cap_loss(loss, self.loss_cap)
         return (params, t + 1), loss
 
 

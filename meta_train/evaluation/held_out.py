@@ -1,7 +1,8 @@
 """Evaluate an optimizer on held-out tasks against tuned hand-designed baselines.
 
 For every task of a suite (``tasks.family.HELD_OUT_SUITES``) the learned
-optimizer and each baseline train ``seeds`` fresh models for ``steps`` steps.
+optimizer and each baseline train ``seeds`` fresh models for ``steps`` steps,
+through the same inner step as meta-training (``systems.inner_training``).
 Baselines (Adam, SGD with momentum) have their learning rate chosen per task
 from a log grid by the final validation loss (mean over seeds); the whole grid
 and all seeds run as one vectorised program (theta = log learning rate is just
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learned_opt import SGDM, Adam
+from meta_train.systems.inner_training import InnerState, init_inner, inner_step
 from tasks.family import ImageMLPSpec
 
 BASELINE_GRIDS = {
@@ -45,22 +47,18 @@ def _curves_fn(task, lopt, num_seeds: int, num_steps: int, val_points: int):
 
     def one(theta, key):
         k_init, k_steps = jax.random.split(key)
-        params = task.init(k_init)
-        opt_state = lopt.init(theta, params)
 
-        def step(carry, k):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(task.loss)(params, task.batch(k, "train"))
-            updates, opt_state = lopt.update(theta, opt_state, grads, params, loss=loss)
-            params = jax.tree.map(jnp.add, params, updates)
-            return (params, opt_state), loss
+        def step(state: InnerState, k):
+            return inner_step(task, lopt, theta, state, task.batch(k, "train"))
 
-        def run_block(carry, keys):
-            carry, losses = jax.lax.scan(step, carry, keys)
-            return carry, (losses, task.loss(carry[0], (x_val, y_val)))
+        def run_block(state: InnerState, keys):
+            state, losses = jax.lax.scan(step, state, keys)
+            return state, (losses, task.loss(state.params, (x_val, y_val)))
 
         keys = jax.random.split(k_steps, blocks * block).reshape(blocks, block, -1)
-        (params, _), (train, val) = jax.lax.scan(run_block, (params, opt_state), keys)
+        state = init_inner(task, lopt, theta, k_init)
+        state, (train, val) = jax.lax.scan(run_block, state, keys)
+        params = state.params
         return {"train_loss": train.reshape(-1), "val_loss": val,
                 "val_accuracy": task.accuracy(params, (x_val, y_val)),
                 "test_accuracy": task.accuracy(params, (x_test, y_test))}

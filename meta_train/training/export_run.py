@@ -10,8 +10,8 @@ import jax
 import learned_opt
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
-from meta_train.checkpoint import CheckpointError, Checkpointer
-from meta_train.trainer import fresh_meta_state
+from meta_train.training.checkpoint import CheckpointError, Checkpointer
+from meta_train.training.outer_step import fresh_meta_state
 
 
 def theta_from_run(run_dir: str | pathlib.Path):

@@ -1,12 +1,14 @@
 """Sharding the particle axis over devices with ``jax.sharding``.
 
 The population is split along its group axis (pairs with antithetic sampling,
-particles without) over a 1-D mesh named ``"particles"``; theta, the outer
-optimizer state and the task's data are replicated, each placed once
-(``trainer.distribute``; the data enters ``shard_map`` as an argument, so no
-outer iteration copies it between devices). ``make_outer_step`` traces
-the outer iteration with that mesh set (``jax.set_mesh``), and the unroll runs
-each device's groups through ``jax.shard_map`` (``meta_train.estimators.unroll``),
+particles without) over a 1-D mesh whose axis is ``PARTICLE_AXIS``; each
+estimator says how its state is split (``Estimator.partition_specs``). Theta,
+the outer optimizer state and the task's data are replicated, each placed once
+(``training.outer_step.distribute``; the data enters ``shard_map`` as an
+argument, so no outer iteration copies it between devices). ``make_outer_step``
+traces the outer iteration with that mesh set (``jax.set_mesh``), and the
+unroll runs each device's groups through ``jax.shard_map``
+(``meta_train.estimators.execution``),
 so a device steps only its own particles, in whatever ``particle_chunk`` asks;
 the estimator's sum over particles becomes one all-reduce. Random numbers do
 not depend on the sharding (keys are drawn for the whole population first),
@@ -31,7 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-AXIS = "particles"
+PARTICLE_AXIS = "particles"  # the mesh axis the population's groups are split over
 
 
 def particle_mesh(num_groups: int, devices=None) -> Mesh | None:
@@ -43,23 +45,13 @@ def particle_mesh(num_groups: int, devices=None) -> Mesh | None:
     count = max(d for d in range(1, len(devices) + 1) if num_groups % d == 0)
     if count == 1:
         return None
-    return Mesh(np.array(devices[:count]), (AXIS,))
+    return Mesh(np.array(devices[:count]), (PARTICLE_AXIS,))
 
 
-def meta_state_shardings(state, mesh: Mesh):
-    """NamedShardings for a ``MetaState`` whose estimator state is a ``PESState``."""
-    est = state.estimator_state
-    replicated = NamedSharding(mesh, P())
-    by_group = NamedSharding(mesh, P(AXIS))
-    by_sign_group = NamedSharding(mesh, P(None, AXIS))
-    est_shardings = type(est)(
-        system_state=jax.tree.map(lambda _: by_sign_group, est.system_state),
-        accumulator=jax.tree.map(lambda _: by_group, est.accumulator),
-        remaining=by_group)
-    return state._replace(
-        step=replicated, theta=jax.tree.map(lambda _: replicated, state.theta),
-        outer_opt_state=jax.tree.map(lambda _: replicated, state.outer_opt_state),
-        estimator_state=est_shardings, key=replicated)
+def named(specs, mesh: Mesh):
+    """``NamedSharding``s on ``mesh`` for a tree of ``PartitionSpec``s."""
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                        is_leaf=lambda x: isinstance(x, P))
 
 
 def replicate(tree, mesh: Mesh):

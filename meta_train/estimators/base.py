@@ -1,0 +1,90 @@
+"""The estimator contract, the population's layout, and the state every estimator keeps.
+
+An estimator (``Estimator``) turns an unrolled system (``meta_train.systems``)
+and theta into a meta-gradient estimate. Conventions fixed here and tested:
+
+* ``num_particles`` (N) counts particles, not antithetic pairs.
+* Particles are laid out ``[sign, group]``: ``[2, N/2]`` with antithetic
+  sampling (both members of a pair share data keys, reset keys and episode
+  boundaries), ``[1, N]`` otherwise. A *group* is a pair, or one particle.
+  Groups are the unit a population is split over devices by.
+* One ``estimate`` call advances every particle ``steps_per_call / N`` steps
+  and targets the gradient of the mean per-step loss over those steps (see
+  ``meta_train.estimators.es`` for how each estimator counts earlier steps).
+
+See docs/ARCHITECTURE.md for where estimators sit in one outer iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import jax
+from jax.sharding import PartitionSpec as P
+
+from meta_train.runtime.sharding import PARTICLE_AXIS
+from meta_train.systems.base import MetaTrainableSystem
+
+
+class ParticleState(NamedTuple):
+    """The persistent population: what an estimator carries from call to call."""
+
+    system_state: Any  # every leaf has leading axes [sign, group]
+    accumulator: Any  # per group (leading axis [group]); () when the estimator keeps none
+    remaining: jax.Array  # int32 [group]: steps left in the episode; 0 = next step restarts
+
+
+class Estimate(NamedTuple):
+    """What one ``estimate`` call returns."""
+
+    grad: Any  # shaped like theta
+    state: Any  # the estimator's state for the next call
+    metrics: dict[str, jax.Array]  # scalars: meta_loss, episodes_begun, nonfinite_resets
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """A gradient estimator over a system; a registered pytree, so ``jit`` can take it."""
+
+    system: MetaTrainableSystem
+    num_particles: int
+
+    @property
+    def steps_per_call(self) -> int:
+        """Particle steps one ``estimate`` call runs (N times the steps per particle)."""
+        ...
+
+    @property
+    def num_groups(self) -> int:
+        """Groups in the population: the axis it is split over devices by."""
+        ...
+
+    def init(self, theta: Any, key: jax.Array) -> Any: ...
+
+    def estimate(self, theta: Any, state: Any, key: jax.Array) -> Estimate: ...
+
+    def partition_specs(self, state: Any) -> Any:
+        """A ``PartitionSpec`` per leaf of ``state`` over the mesh axis ``PARTICLE_AXIS``."""
+        ...
+
+
+def population_layout(num_particles: int, antithetic: bool) -> tuple[int, int]:
+    """``(num_signs, num_groups)`` of a population; ``ValueError`` if it cannot be laid out."""
+    if num_particles < 1:
+        raise ValueError("num_particles must be >= 1")
+    if antithetic:
+        if num_particles % 2:
+            raise ValueError(
+                f"antithetic sampling needs an even num_particles, got {num_particles}"
+            )
+        return 2, num_particles // 2
+    return 1, num_particles
+
+
+def particle_state_specs(state: ParticleState) -> ParticleState:
+    """Partition specs of a ``ParticleState``: every leaf split along its group axis."""
+    return ParticleState(
+        system_state=jax.tree.map(lambda _: P(None, PARTICLE_AXIS), state.system_state),
+        accumulator=jax.tree.map(lambda _: P(PARTICLE_AXIS), state.accumulator),
+        remaining=P(PARTICLE_AXIS),
+    )

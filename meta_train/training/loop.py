@@ -1,0 +1,114 @@
+"""The meta-training loop: outer steps, with logging, evaluation and checkpoints around them.
+
+``meta_train(config, run_dir)`` builds the system, estimator and outer
+optimizer from the config, then repeats the compiled outer iteration
+(``training.outer_step``), writing ``metrics.jsonl`` (``training.run_log``),
+evaluating at fixed seeds (``evaluation.fixed_seeds``) and checkpointing
+(``training.checkpoint``) as ``[train]`` says. See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Callable
+
+import jax
+
+from meta_train import config as config_lib
+from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+from meta_train.evaluation.fixed_seeds import evaluate
+from meta_train.training.checkpoint import Checkpointer
+from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
+from meta_train.training.run_log import MetricsLog, Progress, StepRate, now, theta_values
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: pathlib.Path
+    theta: Any
+    eval_before: dict | None
+    eval_after: dict
+    particle_steps_per_s: float
+    seconds: float
+
+
+def _evaluator(system, num_seeds: int) -> Callable[[Any], dict]:
+    def evaluate_theta(theta) -> dict:
+        # Evaluation is one device's work: a theta replicated by sharded outer steps
+        # would compile evaluation again and run it on every device, so it gets
+        # this process's copy on its first device (every process evaluates alike).
+        return evaluate(system, jax.tree.map(lambda x: x.addressable_data(0), theta), num_seeds)
+
+    return evaluate_theta
+
+
+def meta_train(
+    config: config_lib.Config,
+    run_dir: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Meta-train as ``config`` says, writing metrics, config and checkpoints to ``run_dir``."""
+    t_start = now()
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    system = build_system(config)
+    estimator = build_estimator(config, system)
+    outer_opt = build_outer_optimizer(config)
+    tc = config.train
+
+    state = init_meta_state(estimator, outer_opt, tc.seed)
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=tc.max_to_keep)
+    if resume:
+        step, state, _ = checkpointer.restore(state)
+        log(f"resumed {run_dir} from outer step {step}")
+    (run_dir / "config.toml").write_text(config_lib.dumps(config))
+    config_json = config_lib.to_dict(config)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", append=resume)
+    evaluate_theta = _evaluator(system, tc.eval_seeds)
+
+    start_step = int(state.step)
+    eval_before = None
+    if start_step == 0:
+        eval_before = evaluate_theta(state.theta)
+        metrics_log.write({"step": 0, **eval_before})
+        log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
+
+    step_estimator, state, shardings, num_devices = distribute(estimator, state)
+    if num_devices > 1:
+        log(f"particles sharded over {num_devices} devices")
+    outer_step = make_outer_step(outer_opt, shardings)
+    bar = Progress(tc.steps, start_step, progress)
+    rate = StepRate(estimator.steps_per_call)
+    try:
+        for step in range(start_step + 1, tc.steps + 1):
+            t0 = now()
+            state, metrics = outer_step(step_estimator, state)
+            metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+            rate.add(now() - t0)
+            if step % tc.log_every == 0 or step == tc.steps:
+                record = {"step": step, **metrics, "particle_steps_per_s": rate.rate,
+                          "seconds": now() - t_start}  # fmt: skip
+                theta = theta_values(state.theta)  # toy systems: log the trajectory
+                metrics_log.write(record if theta is None else {**record, "theta": theta})
+            if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
+                metrics_log.write({"step": step, **evaluate_theta(state.theta)})
+            if step % tc.checkpoint_every == 0 or step == tc.steps:
+                checkpointer.save(step, state, config_json)
+            bar.update(metrics["meta_loss"], rate.rate)
+        eval_after = evaluate_theta(state.theta)
+        metrics_log.write({"step": int(state.step), **eval_after})
+    finally:
+        bar.close()
+        checkpointer.close()
+        metrics_log.close()
+    seconds = now() - t_start
+    log(
+        f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
+        + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
+    )
+    log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir}")
+    return RunResult(run_dir, state.theta, eval_before, eval_after, rate.rate, seconds)

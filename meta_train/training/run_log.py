@@ -1,0 +1,82 @@
+"""What a run tells its user: ``metrics.jsonl``, the progress bar, the step rate."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+SMALL_THETA = 16  # a theta this small is written to metrics.jsonl at every logged step
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``, flushed as written."""
+
+    def __init__(self, path: pathlib.Path, append: bool):
+        self._file = path.open("a" if append else "w")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class StepRate:
+    """Particle steps per second over the outer steps timed so far (the first,
+    which compiles, is not timed)."""
+
+    def __init__(self, steps_per_call: int):
+        self.steps_per_call = steps_per_call
+        self._calls, self._seconds, self._seen = 0, 0.0, 0
+        self.rate = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._seen += 1
+        if self._seen > 1:
+            self._calls += 1
+            self._seconds += seconds
+            self.rate = self.steps_per_call * self._calls / self._seconds
+
+
+def theta_values(theta: Any) -> list[float] | None:
+    """Theta as a flat list when it is small enough to log (a toy system's), else None."""
+    if sum(x.size for x in jax.tree.leaves(theta)) > SMALL_THETA:
+        return None
+    flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(theta)])
+    return [float(x) for x in jax.device_get(flat)]
+
+
+class Progress:
+    """A tqdm bar on stderr (outer step, meta-loss, particle steps/s), or nothing."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total, initial=initial, desc="meta-train", unit="step",
+                file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+            )  # fmt: skip
+
+    def update(self, meta_loss: float, rate: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(
+                meta_loss=f"{meta_loss:.4f}", steps_per_s=f"{rate:.0f}", refresh=False
+            )
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def now() -> float:
+    return time.perf_counter()
