@@ -6,8 +6,9 @@
 
 What ``lopt meta-train --cpu-devices`` buys. One process presents the CPU to
 JAX as ``--devices`` devices (default: one per core) and builds the same W1
-outer iteration (or that of ``--config``'s run) twice: on the first device alone (the program every core works
-on together) and sharded over all of them (``trainer.distribute``: each device
+outer iteration (or that of ``--config``'s run) twice: on the first device
+alone (the program every core works on together) and sharded over all of them
+(``training.outer_step.distribute``: each device
 steps its own particles). Timed blocks of the two alternate, so a shared
 machine's drift hits both alike; each block's ratio is reported, then the
 median ratio. Populations of one pair or particle cannot be split and are
@@ -33,26 +34,39 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=6, help="timed blocks of each program")
     p.add_argument("--iters", type=int, default=3, help="outer iterations per block")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
-    p.add_argument("--config", help="a run's TOML config instead of W1 (--particles etc. "
-                   "are then ignored; set them with --set)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --config: override a key, as lopt meta-train --set")
+    p.add_argument(
+        "--config",
+        help="a run's TOML config instead of W1 (--particles etc. "
+        "are then ignored; set them with --set)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --config: override a key, as lopt meta-train --set",
+    )
     args = p.parse_args()
 
     from meta_train.runtime.host_memory import limit_malloc_arenas
+
     limit_malloc_arenas()
     import jax
+
     from meta_train.runtime.sharding import cpu_cores, use_cpu_devices
+
     args.devices = args.devices or cpu_cores()
     use_cpu_devices(args.devices)
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1
+
     from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 
     if args.config:
         from meta_train import config as config_lib
         from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+
         config = config_lib.load(args.config, args.set)
         est = build_estimator(config, build_system(config))
         outer, name = build_outer_optimizer(config), f"{config.name} ({args.config})"
@@ -63,12 +77,16 @@ def main() -> None:
     single = (make_outer_step(outer), est, init_meta_state(est, outer, seed=0))
     est_sharded, state, shardings, count = distribute(est, init_meta_state(est, outer, seed=0))
     sharded = (make_outer_step(outer, shardings), est_sharded, state)
-    print(f"# {name} one device vs {count} CPU devices"
-          f"{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
-          f"command: python bench/cpu_devices.py {' '.join(sys.argv[1:])}")
+    print(
+        f"# {name} one device vs {count} CPU devices"
+        f"{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+        f"command: python bench/cpu_devices.py {' '.join(sys.argv[1:])}"
+    )
     if count == 1:
-        print(f"N={est.num_particles}: {est.layout[1]} group(s) do not split over "
-              f"{args.devices} devices; nothing to compare")
+        print(
+            f"N={est.num_particles}: {est.num_groups} group(s) do not split over "
+            f"{args.devices} devices; nothing to compare"
+        )
         return
 
     def block(program, iters):
@@ -77,7 +95,7 @@ def main() -> None:
         for _ in range(iters):
             s, _ = step(e, s)
         jax.block_until_ready(s)
-        return (step, e, s), est.num_particles * est.trunc_len * iters / (time.perf_counter() - t0)
+        return (step, e, s), est.steps_per_call * iters / (time.perf_counter() - t0)
 
     single, _ = block(single, 2)  # compile and warm up both
     sharded, _ = block(sharded, 2)
@@ -88,13 +106,16 @@ def main() -> None:
         rates_single.append(r1)
         rates_sharded.append(r2)
     ratios = [b / a for a, b in zip(rates_single, rates_sharded)]
-    print("| block | 1 device (particle-steps/s) | %d devices | ratio |" % count)
+    print(f"| block | 1 device (particle-steps/s) | {count} devices | ratio |")
     print("|---|---|---|---|")
     for i, (a, b, r) in enumerate(zip(rates_single, rates_sharded, ratios)):
         print(f"| {i + 1} | {a:.0f} | {b:.0f} | {r:.2f} |")
-    print(f"N={est.num_particles} K={est.trunc_len} T={args.horizon}: {count} CPU devices / 1 = "
-          f"{statistics.median(ratios):.2f} (median of {len(ratios)} paired blocks; "
-          f"range {min(ratios):.2f}-{max(ratios):.2f})")
+    print(
+        f"N={est.num_particles} K={est.steps_per_call // est.num_particles} T={args.horizon}: "
+        f"{count} CPU devices / 1 = "
+        f"{statistics.median(ratios):.2f} (median of {len(ratios)} paired blocks; "
+        f"range {min(ratios):.2f}-{max(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

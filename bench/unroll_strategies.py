@@ -50,9 +50,11 @@ def main() -> None:
     for chunk in chunks:
         e = dataclasses.replace(est, particle_chunk=chunk)
         programs[chunk] = [make_outer_step(outer), e, init_meta_state(e, outer, seed=0)]
-    print(f"# W1 N={args.particles} K={args.trunc_len} T={args.horizon}, particle_chunk "
-          f"{' vs '.join(map(str, chunks))}{' (TINY shapes: smoke test only)' if args.tiny else ''}"
-          f": command: python bench/unroll_strategies.py {' '.join(sys.argv[1:])}")
+    print(
+        f"# W1 N={args.particles} K={args.trunc_len} T={args.horizon}, particle_chunk "
+        f"{' vs '.join(map(str, chunks))}{' (TINY shapes: smoke test only)' if args.tiny else ''}"
+        f": command: python bench/unroll_strategies.py {' '.join(sys.argv[1:])}"
+    )
 
     def block(chunk: int, iters: int) -> float:
         step, e, s = programs[chunk]
@@ -67,7 +69,7 @@ def main() -> None:
         block(chunk, 2)
     rates: dict[int, list[float]] = {c: [] for c in chunks}
     for b in range(args.blocks):
-        order = chunks[b % len(chunks):] + chunks[: b % len(chunks)]
+        order = chunks[b % len(chunks) :] + chunks[: b % len(chunks)]
         for chunk in order:
             rates[chunk].append(block(chunk, args.iters))
     base = chunks[0]
@@ -77,8 +79,10 @@ def main() -> None:
         print(f"| {i + 1} | " + " | ".join(f"{rates[c][i]:.0f}" for c in chunks) + " |")
     for c in chunks[1:]:
         ratios = [a / b for a, b in zip(rates[c], rates[base])]
-        print(f"chunk {c} / chunk {base} = {statistics.median(ratios):.2f} (median of "
-              f"{len(ratios)} paired blocks; range {min(ratios):.2f}-{max(ratios):.2f})")
+        print(
+            f"chunk {c} / chunk {base} = {statistics.median(ratios):.2f} (median of "
+            f"{len(ratios)} paired blocks; range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
 
 
 if __name__ == "__main__":

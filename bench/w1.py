@@ -35,6 +35,7 @@ REFERENCE = {2: 122.0, 8: 98.0, 32: 89.0}  # learned_optimization, BENCHMARKS.md
 def median_seconds(f, *args, repeats: int) -> float:
     """Median wall time of ``f(*args)`` over ``repeats`` calls, after one untimed call."""
     import jax
+
     jax.block_until_ready(f(*args))
     times = []
     for _ in range(repeats):
@@ -47,8 +48,9 @@ def median_seconds(f, *args, repeats: int) -> float:
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
     import jax
     import jax.numpy as jnp
+
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    return 2 * n ** 3 / median_seconds(jax.jit(jnp.dot), a, a, repeats=repeats)
+    return 2 * n**3 / median_seconds(jax.jit(jnp.dot), a, a, repeats=repeats)
 
 
 def flops_per_particle_step(task, lopt) -> float:
@@ -87,17 +89,29 @@ def build_w1(particles: int, trunc_len: int, horizon: int, tiny: bool = False):
     return est, optax.adam(1e-3), task, lopt
 
 
-def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: int,
-            blocks: int, tiny: bool, cpu_devices: int = 1) -> dict:
+def run_one(
+    particles: int,
+    trunc_len: int,
+    horizon: int,
+    warmup: int,
+    iters: int,
+    blocks: int,
+    tiny: bool,
+    cpu_devices: int = 1,
+) -> dict:
     t_start = time.perf_counter()
     from meta_train.runtime.host_memory import limit_malloc_arenas
+
     limit_malloc_arenas()  # as the CLI does, before JAX's thread pools start
     import jax
+
     if cpu_devices > 1:
         from meta_train.runtime.sharding import use_cpu_devices
+
         use_cpu_devices(cpu_devices)  # before the backend starts, as the CLI does
 
     from meta_train.runtime.xla_options import enable_compilation_cache
+
     enable_compilation_cache()  # the directory comes from the parent ($LOPT_COMPILATION_CACHE)
 
     from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
@@ -119,24 +133,48 @@ def run_one(particles: int, trunc_len: int, horizon: int, warmup: int, iters: in
         jax.block_until_ready(state)
         rates.append(particles * trunc_len * per_block / (time.perf_counter() - t0))
     import resource
+
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     flops = flops_per_particle_step(task, lopt)
     peak_flops = matmul_flops_per_s()
     rate = statistics.median(rates)
-    return {"particles": particles, "trunc_len": trunc_len, "horizon": horizon,
-            "steps_per_s": rate, "warmup_s": warmup_s, "peak_rss_mb": peak_mb,
-            "mflop_per_step": flops / 1e6, "matmul_gflops": peak_flops / 1e9,
-            "limit_steps_per_s": peak_flops / flops, "fraction_of_limit": rate * flops / peak_flops,
-            "meta_loss": float(metrics["meta_loss"]), "device": str(jax.devices()[0].platform),
-            "devices": num_devices}
+    return {
+        "particles": particles,
+        "trunc_len": trunc_len,
+        "horizon": horizon,
+        "steps_per_s": rate,
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak_mb,
+        "mflop_per_step": flops / 1e6,
+        "matmul_gflops": peak_flops / 1e9,
+        "limit_steps_per_s": peak_flops / flops,
+        "fraction_of_limit": rate * flops / peak_flops,
+        "meta_loss": float(metrics["meta_loss"]),
+        "device": str(jax.devices()[0].platform),
+        "devices": num_devices,
+    }
 
 
-def in_subprocess(args, particles, trunc_len, horizon, cache_dir, iters=None,
-                  blocks=None) -> dict:
-    cmd = [sys.executable, __file__, "--one", "--particles", str(particles), "--trunc-len",
-           str(trunc_len), "--horizon", str(horizon), "--iters", str(iters or args.iters),
-           "--warmup", str(args.warmup), "--blocks", str(blocks or args.blocks),
-           "--cpu-devices", str(args.cpu_devices)]
+def in_subprocess(args, particles, trunc_len, horizon, cache_dir, iters=None, blocks=None) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        "--particles",
+        str(particles),
+        "--trunc-len",
+        str(trunc_len),
+        "--horizon",
+        str(horizon),
+        "--iters",
+        str(iters or args.iters),
+        "--warmup",
+        str(args.warmup),
+        "--blocks",
+        str(blocks or args.blocks),
+        "--cpu-devices",
+        str(args.cpu_devices),
+    ]
     cmd += ["--tiny"] if args.tiny else []
     env = {**os.environ, "LOPT_COMPILATION_CACHE": cache_dir}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -155,10 +193,12 @@ def measure(args, particles, trunc_len, horizon, cache_root) -> dict:
 def row(r: dict) -> str:
     ref = REFERENCE.get(r["particles"]) if r["trunc_len"] == 20 and r["horizon"] == 200 else None
     vs = f"{r['steps_per_s'] / ref:5.1f}x" if ref else "   - "
-    return (f"| {r['particles']:3d} | {r['trunc_len']:3d} | {r['horizon']:6d} | "
-            f"{r['steps_per_s']:8.0f} | {vs} | {r['warmup_s']:5.1f} / {r['warmup_cached_s']:4.1f} | "
-            f"{r['peak_rss_mb']:5.0f} / {r['peak_rss_cached_mb']:5.0f} | "
-            f"{100 * r['fraction_of_limit']:5.1f}% |")
+    return (
+        f"| {r['particles']:3d} | {r['trunc_len']:3d} | {r['horizon']:6d} | "
+        f"{r['steps_per_s']:8.0f} | {vs} | {r['warmup_s']:5.1f} / {r['warmup_cached_s']:4.1f} | "
+        f"{r['peak_rss_mb']:5.0f} / {r['peak_rss_cached_mb']:5.0f} | "
+        f"{100 * r['fraction_of_limit']:5.1f}% |"
+    )
 
 
 def main() -> None:
@@ -170,24 +210,47 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--sweep", action="store_true")
-    p.add_argument("--cpu-devices", type=int, default=1,
-                   help="JAX CPU devices to shard the population over (lopt meta-train "
-                        "--cpu-devices); 1 = one device using every core")
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="JAX CPU devices to shard the population over (lopt meta-train "
+        "--cpu-devices); 1 = one device using every core",
+    )
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.particles, args.trunc_len, args.horizon, args.warmup,
-                                 args.iters, args.blocks, args.tiny, args.cpu_devices)))
+        print(
+            json.dumps(
+                run_one(
+                    args.particles,
+                    args.trunc_len,
+                    args.horizon,
+                    args.warmup,
+                    args.iters,
+                    args.blocks,
+                    args.tiny,
+                    args.cpu_devices,
+                )
+            )
+        )
         return
     configs = [(args.particles, args.trunc_len, args.horizon)]
     if args.sweep:
-        configs = ([(n, 20, 200) for n in (2, 8, 32)] + [(8, k, 200) for k in (10, 50)]
-                   + [(8, 20, t) for t in (2000, 20000)])
-    print(f"# W1{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
-          f"command: python bench/w1.py {' '.join(sys.argv[1:])}")
-    print("| N | K | T | particle-steps/s | vs l_o | warm-up s (cold / cached) "
-          "| peak RSS MB (cold / cached) | of limit |")
+        configs = (
+            [(n, 20, 200) for n in (2, 8, 32)]
+            + [(8, k, 200) for k in (10, 50)]
+            + [(8, 20, t) for t in (2000, 20000)]
+        )
+    print(
+        f"# W1{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+        f"command: python bench/w1.py {' '.join(sys.argv[1:])}"
+    )
+    print(
+        "| N | K | T | particle-steps/s | vs l_o | warm-up s (cold / cached) "
+        "| peak RSS MB (cold / cached) | of limit |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     results = []
     with tempfile.TemporaryDirectory(prefix="w1-xla-cache-") as cache_root:
@@ -196,13 +259,17 @@ def main() -> None:
             results.append(r)
             print(row(r), flush=True)
     r0 = results[0]
-    print(f"# one particle step = {r0['mflop_per_step']:.0f} MFLOP; float32 matmul "
-          f"{r0['matmul_gflops']:.0f} GFLOP/s -> limit {r0['limit_steps_per_s']:.0f} "
-          f"particle-steps/s on {r0['device']}"
-          + (f"; population sharded over {r0['devices']} CPU devices" if r0["devices"] > 1 else ""))
+    print(
+        f"# one particle step = {r0['mflop_per_step']:.0f} MFLOP; float32 matmul "
+        f"{r0['matmul_gflops']:.0f} GFLOP/s -> limit {r0['limit_steps_per_s']:.0f} "
+        f"particle-steps/s on {r0['device']}"
+        + (f"; population sharded over {r0['devices']} CPU devices" if r0["devices"] > 1 else "")
+    )
     n8 = next((r for r in results if r["particles"] == 8), r0)
-    print(f"W1 N={n8['particles']} K={n8['trunc_len']} T={n8['horizon']}: "
-          f"{n8['steps_per_s']:.0f} particle inner-steps/s")
+    print(
+        f"W1 N={n8['particles']} K={n8['trunc_len']} T={n8['horizon']}: "
+        f"{n8['steps_per_s']:.0f} particle inner-steps/s"
+    )
 
 
 if __name__ == "__main__":

@@ -44,20 +44,26 @@ STATE_PASS = "state read + write (memory floor)"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30, help="timed calls of each part")
-    p.add_argument("--step-iters", type=int, default=2,
-                   help="outer iterations per timed block of the real step (after 2 warm-up)")
+    p.add_argument(
+        "--step-iters",
+        type=int,
+        default=2,
+        help="outer iterations per timed block of the real step (after 2 warm-up)",
+    )
     p.add_argument("--step-blocks", type=int, default=5, help="timed blocks (median)")
     p.add_argument("--no-step", action="store_true", help="skip timing the real outer step")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test, not W1)")
     args = p.parse_args()
 
     from meta_train.runtime.host_memory import limit_malloc_arenas
+
     limit_malloc_arenas()
     import jax
     import jax.numpy as jnp
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1, flops_per_particle_step, matmul_flops_per_s, median_seconds
+
     from learned_opt.mlp_lopt import TIMESCALES
     from meta_train.runtime import xla_options
     from meta_train.training.outer_step import init_meta_state, make_outer_step
@@ -68,8 +74,10 @@ def main() -> None:
     theta = lopt.init_meta(key)
     leaves = jax.tree.leaves(params)
     num_params = sum(x.size for x in leaves)
-    rows = [jax.random.normal(jax.random.fold_in(key, i), (x.size, lopt.num_features))
-            for i, x in enumerate(leaves)]
+    rows = [
+        jax.random.normal(jax.random.fold_in(key, i), (x.size, lopt.num_features))
+        for i, x in enumerate(leaves)
+    ]
     time_features = jnp.zeros((len(TIMESCALES),), jnp.float32)
     net = lopt._net  # the optimizer's Haiku network, as MLPLOpt.update applies it
 
@@ -93,18 +101,24 @@ def main() -> None:
     matmul = matmul_flops_per_s()
     mlp_gflops = lopt.flops_per_param() * num_params / parts["learned-optimizer MLP"] / 1e6
 
-    print(f"# W1 compute floor{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
-          f"command: python bench/w1_bound.py {' '.join(sys.argv[1:])}")
+    print(
+        f"# W1 compute floor{' (TINY shapes: smoke test only)' if args.tiny else ''}: "
+        f"command: python bench/w1_bound.py {' '.join(sys.argv[1:])}"
+    )
     print("| part | ms per particle step |")
     print("|---|---|")
     for name, ms in parts.items():
         print(f"| {name} | {ms:.3f} |")
     print(f"| floor (sum) | {floor_ms:.3f} |")
     pass_gb_s = 4 * FLOATS_PER_PARAM * num_params / parts[STATE_PASS] / 1e6
-    print(f"# MLP at {mlp_gflops:.0f} GFLOP/s; float32 matmul {matmul / 1e9:.0f} GFLOP/s; "
-          f"memory pass {pass_gb_s:.0f} GB/s")
-    print(f"# ceilings: compute floor {1e3 / floor_ms:.0f} particle-steps/s; "
-          f"FLOP bound {matmul / flops:.0f} particle-steps/s ({flops / 1e6:.0f} MFLOP per step)")
+    print(
+        f"# MLP at {mlp_gflops:.0f} GFLOP/s; float32 matmul {matmul / 1e9:.0f} GFLOP/s; "
+        f"memory pass {pass_gb_s:.0f} GB/s"
+    )
+    print(
+        f"# ceilings: compute floor {1e3 / floor_ms:.0f} particle-steps/s; "
+        f"FLOP bound {matmul / flops:.0f} particle-steps/s ({flops / 1e6:.0f} MFLOP per step)"
+    )
     if not args.no_step:
         state = init_meta_state(est, outer, seed=0)
         step = make_outer_step(outer)
@@ -117,12 +131,15 @@ def main() -> None:
             for _ in range(args.step_iters):
                 state, _ = step(est, state)
             jax.block_until_ready(state)
-            rates.append(est.num_particles * est.trunc_len * args.step_iters
-                         / (time.perf_counter() - t0))
+            rates.append(
+                est.num_particles * est.trunc_len * args.step_iters / (time.perf_counter() - t0)
+            )
         rate = statistics.median(rates)
-        print(f"# the outer step (N={est.num_particles}, K={est.trunc_len}): {rate:.0f} "
-              f"particle-steps/s = {rate * floor_ms / 1e3:.0%} of the compute floor's ceiling, "
-              f"{rate * flops / matmul:.0%} of the FLOP bound")
+        print(
+            f"# the outer step (N={est.num_particles}, K={est.trunc_len}): {rate:.0f} "
+            f"particle-steps/s = {rate * floor_ms / 1e3:.0%} of the compute floor's ceiling, "
+            f"{rate * flops / matmul:.0%} of the FLOP bound"
+        )
     print(f"W1 ceiling from its compute floor: {1e3 / floor_ms:.0f} particle-steps/s")
 
 

@@ -34,6 +34,7 @@ import pathlib
 import re
 import sys
 import tempfile
+from typing import Any
 
 PARTS = (  # (label, the named scopes that mark it); the first that matches wins
     ("learned-optimizer MLP", {"learned_optimizer", "mlp"}),
@@ -49,8 +50,9 @@ CONTAINERS = ("ThunkExecutor", "$", "while", "SlinkyThreadPool", "end:", "PjitFu
 def op_scopes(hlo_text: str) -> dict[str, str]:
     """Instruction name -> its op_name metadata, from the compiled HLO text."""
     found = {}
-    for m in re.finditer(r"^\s+(?:ROOT )?%(\S+) = [^\n]*?op_name=\"([^\"]*)\"", hlo_text,
-                         re.MULTILINE):
+    for m in re.finditer(
+        r"^\s+(?:ROOT )?%(\S+) = [^\n]*?op_name=\"([^\"]*)\"", hlo_text, re.MULTILINE
+    ):
         found[m.group(1)] = m.group(2)
     return found
 
@@ -67,8 +69,10 @@ def part_of(op_name: str) -> str:
 def read_trace(trace_dir: pathlib.Path) -> list[dict]:
     files = sorted(trace_dir.rglob("*.trace.json.gz"))
     if not files:
-        raise SystemExit(f"jax.profiler wrote no *.trace.json.gz under {trace_dir}; "
-                         "this jaxlib's profiler output is not supported")
+        raise SystemExit(
+            f"jax.profiler wrote no *.trace.json.gz under {trace_dir}; "
+            "this jaxlib's profiler output is not supported"
+        )
     with gzip.open(files[-1]) as f:
         events = json.load(f)["traceEvents"]
     return [e for e in events if e.get("ph") == "X"]
@@ -78,7 +82,9 @@ def bandwidth_gb_s(num_floats: int = 1_806_336, repeats: int = 50) -> tuple[floa
     """(elementwise read+write, reduction read) GB/s over one float32 array."""
     import jax
     import jax.numpy as jnp
+
     from meta_train.runtime import xla_options
+
     x = jax.random.normal(jax.random.PRNGKey(0), (num_floats,), jnp.float32)
 
     from w1 import median_seconds
@@ -87,8 +93,10 @@ def bandwidth_gb_s(num_floats: int = 1_806_336, repeats: int = 50) -> tuple[floa
         return moved / median_seconds(f, x, repeats=repeats) / 1e9
 
     size = 4 * num_floats
-    return (best(xla_options.jit(lambda v: v * 2.0 + 1.0), 2 * size),
-            best(xla_options.jit(jnp.sum), size))
+    return (
+        best(xla_options.jit(lambda v: v * 2.0 + 1.0), 2 * size),
+        best(xla_options.jit(jnp.sum), size),
+    )
 
 
 def main() -> None:
@@ -101,18 +109,21 @@ def main() -> None:
     args = p.parse_args()
 
     from meta_train.runtime.host_memory import limit_malloc_arenas
+
     limit_malloc_arenas()
     import jax
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from w1 import build_w1, flops_per_particle_step
+
     from meta_train.training.outer_step import init_meta_state, make_outer_step
 
     est, outer, task, lopt = build_w1(args.particles, args.trunc_len, args.horizon, args.tiny)
     state = init_meta_state(est, outer, seed=0)
     # Compiled once, ahead of time: the program traced below is the one whose
     # HLO names its operations.
-    step = make_outer_step(outer).lower(est, state).compile()
+    jitted: Any = make_outer_step(outer)  # a jax.jit function: it can be lowered
+    step = jitted.lower(est, state).compile()
     scopes = op_scopes(step.as_text())
     for _ in range(2):  # so nothing first-time is traced
         state, _ = step(est, state)
@@ -127,7 +138,7 @@ def main() -> None:
         events = read_trace(pathlib.Path(tmp))
 
     steps = args.iters * est.num_particles * est.trunc_len
-    per_part = collections.Counter()
+    per_part: collections.Counter[str] = collections.Counter()
     for e in events:
         if not e["name"].startswith(CONTAINERS):
             per_part[part_of(scopes.get(e["name"], ""))] += e["dur"] / 1e3 / steps  # us -> ms
@@ -137,20 +148,28 @@ def main() -> None:
     mlp_gflops = lopt.flops_per_param() * params / (mlp_ms / 1e3) / 1e9 if mlp_ms else 0.0
     elementwise, reduction = bandwidth_gb_s()
 
-    print(f"# W1 profile{' (TINY shapes: smoke test only)' if args.tiny else ''}: command: "
-          f"python bench/w1_profile.py {' '.join(sys.argv[1:])}")
-    print(f"# N={est.num_particles} K={est.trunc_len} T={args.horizon}, {args.iters} outer "
-          f"iterations traced, {steps} particle steps; operation time per particle step")
+    print(
+        f"# W1 profile{' (TINY shapes: smoke test only)' if args.tiny else ''}: command: "
+        f"python bench/w1_profile.py {' '.join(sys.argv[1:])}"
+    )
+    print(
+        f"# N={est.num_particles} K={est.trunc_len} T={args.horizon}, {args.iters} outer "
+        f"iterations traced, {steps} particle steps; operation time per particle step"
+    )
     print("| part | ms | share |")
     print("|---|---|---|")
     for label in [label for label, _ in PARTS] + [OTHER]:
         print(f"| {label} | {per_part[label]:.3f} | {100 * per_part[label] / total:4.1f}% |")
     print(f"| all operations | {total:.3f} | 100% |")
-    print(f"# learned-optimizer MLP: {lopt.flops_per_param() * params / 1e6:.0f} MFLOP per step "
-          f"at {mlp_gflops:.0f} GFLOP/s; whole step at {flops_per_particle_step(task, lopt) / 1e6 / total:.0f} "
-          f"GFLOP/s")
-    print(f"# memory bandwidth seen by XLA: elementwise {elementwise:.0f} GB/s (read + write), "
-          f"reduction {reduction:.0f} GB/s (7 MB float32)")
+    print(
+        f"# learned-optimizer MLP: {lopt.flops_per_param() * params / 1e6:.0f} MFLOP per step "
+        f"at {mlp_gflops:.0f} GFLOP/s; whole step at "
+        f"{flops_per_particle_step(task, lopt) / 1e6 / total:.0f} GFLOP/s"
+    )
+    print(
+        f"# memory bandwidth seen by XLA: elementwise {elementwise:.0f} GB/s (read + write), "
+        f"reduction {reduction:.0f} GB/s (7 MB float32)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,5 +15,15 @@ from learned_opt.mlp_lopt import MLPLOpt
 from learned_opt.optax_export import as_optax
 from learned_opt.registry import LEARNED_OPTIMIZERS
 
-__all__ = ["LearnedOptimizer", "MLPLOpt", "Adam", "SGDM", "as_optax", "load_optax", "load",
-           "save", "OptimizerFileError", "LEARNED_OPTIMIZERS"]
+__all__ = [
+    "LearnedOptimizer",
+    "MLPLOpt",
+    "Adam",
+    "SGDM",
+    "as_optax",
+    "load_optax",
+    "load",
+    "save",
+    "OptimizerFileError",
+    "LEARNED_OPTIMIZERS",
+]

@@ -28,5 +28,11 @@ class LearnedOptimizer(Protocol):
 
     def init(self, theta: Theta, params: Params) -> OptState: ...
 
-    def update(self, theta: Theta, opt_state: OptState, grads: Params, params: Params,
-               loss: jax.Array | None = None) -> tuple[Params, OptState]: ...
+    def update(
+        self,
+        theta: Theta,
+        opt_state: OptState,
+        grads: Params,
+        params: Params,
+        loss: jax.Array | None = None,
+    ) -> tuple[Params, OptState]: ...

@@ -48,12 +48,13 @@ class Adam:
         t = step.astype(jnp.float32)
         lr = jnp.exp(theta["log_lr"])
         mu = jax.tree.map(lambda m, g: self.b1 * m + (1 - self.b1) * g, opt_state.mu, grads)
-        nu = jax.tree.map(lambda v, g: self.b2 * v + (1 - self.b2) * jnp.square(g),
-                          opt_state.nu, grads)
+        nu = jax.tree.map(
+            lambda v, g: self.b2 * v + (1 - self.b2) * jnp.square(g), opt_state.nu, grads
+        )
 
         def leaf_update(m, v, g):
-            m_hat = m / (1 - self.b1 ** t)
-            v_hat = v / (1 - self.b2 ** t)
+            m_hat = m / (1 - self.b1**t)
+            v_hat = v / (1 - self.b2**t)
             return (-lr * m_hat / (jnp.sqrt(v_hat) + self.eps)).astype(jnp.result_type(g))
 
         return jax.tree.map(leaf_update, mu, nu, grads), AdamState(mu, nu, step)
@@ -70,8 +71,10 @@ class SGDM:
 
     def init(self, theta: dict, params) -> SGDMState:
         del theta
-        return SGDMState(jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
-                         jnp.zeros((), jnp.int32))
+        return SGDMState(
+            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
+            jnp.zeros((), jnp.int32),
+        )
 
     def update(self, theta: dict, opt_state: SGDMState, grads, params=None, loss=None):
         del params, loss

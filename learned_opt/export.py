@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt.base import LearnedOptimizer
 from learned_opt.optax_export import as_optax
 from learned_opt.registry import LEARNED_OPTIMIZERS, kind_of
 
@@ -26,7 +27,8 @@ FORMAT_VERSION = 1
 
 
 def _ocp():
-    import orbax.checkpoint as ocp  # on first use: ~0.3 s and ~25 MB to import
+    import orbax.checkpoint as ocp  # on first use: Orbax is slow to import
+
     return ocp
 
 
@@ -34,10 +36,14 @@ class OptimizerFileError(ValueError):
     """An optimizer artifact that cannot be used; the message names the file and why."""
 
 
-def architecture(lopt) -> dict:
+def architecture(lopt: LearnedOptimizer) -> dict:
+    """``{"kind": ..., **fields}``: a registered optimizer (a frozen dataclass) as JSON."""
     kind = kind_of(lopt)
-    fields = {k: list(v) if isinstance(v, tuple) else v
-              for k, v in dataclasses.asdict(lopt).items()}
+    if not dataclasses.is_dataclass(lopt) or isinstance(lopt, type):
+        raise TypeError(f"{type(lopt).__name__} is not a dataclass instance")
+    fields = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(lopt).items()
+    }
     return {"kind": kind, **fields}
 
 
@@ -52,19 +58,30 @@ def from_architecture(arch: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
 
 
-def save(path: str | pathlib.Path, lopt, theta, card: dict | None = None) -> pathlib.Path:
+def save(
+    path: str | pathlib.Path, lopt: LearnedOptimizer, theta: Any, card: dict | None = None
+) -> pathlib.Path:
     """Write an artifact to directory ``path`` (which must not exist)."""
     path = pathlib.Path(path).absolute()
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another path")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "architecture": architecture(lopt),
-            "card": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"), **(card or {})}}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture(lopt),
+        "card": {
+            "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **(card or {}),
+        },
+    }
     ocp = _ocp()
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-        ckptr.save(path, args=ocp.args.Composite(theta=ocp.args.StandardSave(theta),
-                                                 meta=ocp.args.JsonSave(meta)))
+        ckptr.save(
+            path,
+            args=ocp.args.Composite(
+                theta=ocp.args.StandardSave(theta), meta=ocp.args.JsonSave(meta)
+            ),
+        )
     return path
 
 
@@ -96,8 +113,10 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             fail(f"not a {FORMAT} artifact")
         if meta.get("format_version", 0) > FORMAT_VERSION:
-            fail(f"format version {meta['format_version']} is newer than this library "
-                 f"reads ({FORMAT_VERSION}); upgrade lopt-pes")
+            fail(
+                f"format version {meta['format_version']} is newer than this library "
+                f"reads ({FORMAT_VERSION}); upgrade lopt-pes"
+            )
         try:
             lopt = from_architecture(meta["architecture"])
         except (KeyError, TypeError, ValueError) as e:
@@ -109,11 +128,14 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
         if _stored_shapes(ocp, path / "theta") not in (None, want):
             fail("theta does not match the architecture's shapes")
         try:
-            theta = ckptr.restore(path, args=ocp.args.Composite(
-                theta=ocp.args.StandardRestore(expected))).theta
+            theta = ckptr.restore(
+                path, args=ocp.args.Composite(theta=ocp.args.StandardRestore(expected))
+            ).theta
         except Exception as e:  # noqa: BLE001
-            fail(f"theta is damaged or does not match the architecture "
-                 f"({str(e).splitlines()[0][:200]})")
+            fail(
+                f"theta is damaged or does not match the architecture "
+                f"({str(e).splitlines()[0][:200]})"
+            )
     if jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), theta) != want:
         fail("theta does not match the architecture's shapes")
     return lopt, theta, meta.get("card", {})

@@ -69,14 +69,16 @@ class MLPLOpt:
         return 2 + 4 * len(self.decays)
 
     # -- the network --------------------------------------------------------
-    def _forward(self, rows: jax.Array, time_features: jax.Array,
-                 row_scale: jax.Array | None = None) -> jax.Array:
+    def _forward(
+        self, rows: jax.Array, time_features: jax.Array, row_scale: jax.Array | None = None
+    ) -> jax.Array:
         """The MLP on ``rows * row_scale`` (row_scale: one factor per feature column)."""
         f_in = rows.shape[-1]
         h0 = self.hidden_sizes[0]
         w_in = hk.get_parameter("w_in", (f_in, h0), rows.dtype, _first_layer_init)
-        w_time = hk.get_parameter("w_time", (time_features.shape[-1], h0), rows.dtype,
-                                  _first_layer_init)
+        w_time = hk.get_parameter(
+            "w_time", (time_features.shape[-1], h0), rows.dtype, _first_layer_init
+        )
         b_in = hk.get_parameter("b_in", (h0,), rows.dtype, jnp.zeros)
         if row_scale is not None:
             w_in = row_scale[:, None] * w_in
@@ -95,12 +97,12 @@ class MLPLOpt:
         them (see ``_TRUNCATED_STD``), biases 0.
 
         Drawn as one vector cut into the weight matrices: Haiku's ``init`` draws
-        each matrix on its own, and those draws compiled in 0.6 s and 26 MB, the
-        one in 0.15 s and nothing measurable.
+        each matrix on its own, and XLA compiles one random draw per shape slowly.
         """
         rows = jnp.zeros((1, self.num_features), jnp.float32)
-        shapes = jax.eval_shape(self._net.init, key, rows,
-                                jnp.zeros((len(TIMESCALES),), jnp.float32))
+        shapes = jax.eval_shape(
+            self._net.init, key, rows, jnp.zeros((len(TIMESCALES),), jnp.float32)
+        )
         leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
         sizes = [x.size if x.ndim == 2 else 0 for _, x in leaves]  # weights: the 2-D leaves
         z = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32)
@@ -110,11 +112,11 @@ class MLPLOpt:
                 scale = 1.0 / jnp.sqrt(x.shape[0])
                 if path[-1].key in _FIRST_LAYER:
                     scale = scale / _TRUNCATED_STD
-                out.append(z[start:start + size].reshape(x.shape) * scale)
+                out.append(z[start : start + size].reshape(x.shape) * scale)
             else:
                 out.append(jnp.zeros(x.shape, x.dtype))
             start += size
-        return treedef.unflatten(out)
+        return jax.tree_util.tree_unflatten(treedef, out)
 
     def init(self, theta: dict, params) -> MLPLOptState:
         del theta
@@ -123,12 +125,15 @@ class MLPLOpt:
         def zeros(p):
             return jnp.zeros((*jnp.shape(p), d), jnp.float32)
 
-        return MLPLOptState(momentum=jax.tree.map(zeros, params),
-                            second_moment=jax.tree.map(zeros, params),
-                            step=jnp.zeros((), jnp.int32))
+        return MLPLOptState(
+            momentum=jax.tree.map(zeros, params),
+            second_moment=jax.tree.map(zeros, params),
+            step=jnp.zeros((), jnp.int32),
+        )
 
-    def update(self, theta: dict, opt_state: MLPLOptState, grads, params,
-               loss: jax.Array | None = None):
+    def update(
+        self, theta: dict, opt_state: MLPLOptState, grads, params, loss: jax.Array | None = None
+    ):
         del loss  # this architecture has no loss feature
         if params is None:
             raise ValueError("MLPLOpt.update needs params (it uses them as a feature)")
@@ -156,9 +161,11 @@ class MLPLOpt:
             new_m.append(m.reshape(*jnp.shape(p), -1))
             new_v.append(v.reshape(*jnp.shape(p), -1))
 
-        new_state = MLPLOptState(momentum=treedef.unflatten(new_m),
-                                 second_moment=treedef.unflatten(new_v),
-                                 step=opt_state.step + 1)
+        new_state = MLPLOptState(
+            momentum=treedef.unflatten(new_m),
+            second_moment=treedef.unflatten(new_v),
+            step=opt_state.step + 1,
+        )
         return treedef.unflatten(updates), new_state
 
     def num_theta(self) -> int:
@@ -170,5 +177,3 @@ class MLPLOpt:
         """Multiply-adds x 2 of the MLP for one parameter row (for FLOP budgets)."""
         sizes = (self.num_features, *self.hidden_sizes, 2)
         return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-
-

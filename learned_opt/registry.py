@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from learned_opt.baselines import SGDM, Adam
 from learned_opt.base import LearnedOptimizer
+from learned_opt.baselines import SGDM, Adam
 from learned_opt.mlp_lopt import MLPLOpt
 
 # kind (config ``lopt.kind``, an artifact's ``architecture.kind``) -> class.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -28,6 +29,7 @@ from meta_train.systems import (
     ToyRegression,
 )
 from meta_train.systems.toy import NO_RESET
+from tasks.base import ClassificationTask
 from tasks.datasets import DatasetError
 from tasks.family import ImageMLPSpec
 from tasks.image_mlp import ImageMLPTask
@@ -80,7 +82,7 @@ def _horizon(cfg: TaskConfig) -> int:
     return cfg.horizon
 
 
-def _loss_cap(cfg: TaskConfig, task) -> float:
+def _loss_cap(cfg: TaskConfig, task: ClassificationTask) -> float:
     return cfg.loss_cap or 1.5 * math.log(task.num_classes)
 
 

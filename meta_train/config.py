@@ -14,6 +14,7 @@ import dataclasses
 import pathlib
 import tomllib
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -93,8 +94,12 @@ class Config:
     train: TrainConfig = TrainConfig()
 
 
-_SECTION_TYPES = {"task": TaskConfig, "lopt": LOptConfig, "estimator": EstimatorConfig,
-                  "train": TrainConfig}
+_SECTION_TYPES = {
+    "task": TaskConfig,
+    "lopt": LOptConfig,
+    "estimator": EstimatorConfig,
+    "train": TrainConfig,
+}
 
 
 def valid_keys() -> list[str]:
@@ -144,15 +149,18 @@ def from_dict(data: dict[str, Any]) -> Config:
             name = _coerce("name", value, str)
             continue
         if key not in _SECTION_TYPES or not isinstance(value, dict):
-            raise ConfigError(f"unknown config key {key!r}; valid keys: "
-                              + ", ".join(["name", *(f"[{s}]" for s in _SECTION_TYPES)]))
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys: "
+                + ", ".join(["name", *(f"[{s}]" for s in _SECTION_TYPES)])
+            )
         cls = _SECTION_TYPES[key]
         types_ = _field_types(cls)
         kwargs = {}
         for sub, v in value.items():
             if sub not in types_:
-                raise ConfigError(f"unknown config key '{key}.{sub}'; valid keys in [{key}]: "
-                                  + ", ".join(types_))
+                raise ConfigError(
+                    f"unknown config key '{key}.{sub}'; valid keys in [{key}]: " + ", ".join(types_)
+                )
             kwargs[sub] = _coerce(f"{key}.{sub}", v, types_[sub])
         sections[key] = cls(**kwargs)
     return Config(name=name, **sections)
@@ -161,9 +169,12 @@ def from_dict(data: dict[str, Any]) -> Config:
 def to_dict(config: Config) -> dict[str, Any]:
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
+
     out: dict[str, Any] = {"name": config.name}
     for section in _SECTION_TYPES:
-        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
+        out[section] = {
+            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()
+        }
     return out
 
 
@@ -188,13 +199,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             continue
         section, _, sub = key.partition(".")
         if section not in _SECTION_TYPES or not sub:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: "
-                              + ", ".join(valid_keys()))
+            raise ConfigError(f"unknown config key {key!r}; valid keys: " + ", ".join(valid_keys()))
         data.setdefault(section, {})[sub] = value
     return data
 
 
-def load(path: str | pathlib.Path | None, overrides: list[str] = ()) -> Config:
+def load(path: str | pathlib.Path | None, overrides: Sequence[str] = ()) -> Config:
     data: dict[str, Any] = {}
     if path is not None:
         path = pathlib.Path(path)
@@ -224,5 +234,3 @@ def dumps(config: Config) -> str:
     for section, values in data.items():
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
-
-

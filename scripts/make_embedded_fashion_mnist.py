@@ -37,14 +37,14 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((len(images), size, size), np.uint8)
     for i, img in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.BOX))
+        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))
     return out
 
 

@@ -26,10 +26,23 @@ SPLITS = ("train", "validation", "test")
 
 @runtime_checkable
 class Task(Protocol):
-    num_classes: int
+    @property
+    def name(self) -> str:
+        """A short unique spelling of the task, for cards and reports."""
+        ...
 
     def init(self, key: jax.Array) -> Params: ...
 
     def loss(self, params: Params, batch: Batch) -> jax.Array: ...
 
     def batch(self, key: jax.Array, split: str) -> Batch: ...
+
+
+@runtime_checkable
+class ClassificationTask(Task, Protocol):
+    """A task whose loss is cross-entropy over ``num_classes`` classes."""
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def accuracy(self, params: Params, batch: Batch) -> jax.Array: ...

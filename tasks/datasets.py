@@ -39,10 +39,11 @@ SPLITS = ("train", "validation", "test")
 LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, for grayscale=True
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["x_train", "y_train", "x_validation", "y_validation",
-                                "x_test", "y_test"],
-                   meta_fields=["name", "num_classes"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["x_train", "y_train", "x_validation", "y_validation", "x_test", "y_test"],
+    meta_fields=["name", "num_classes"],
+)
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     name: str
@@ -66,13 +67,18 @@ class Dataset:
 
 def available_datasets(data_dir: str | None = None) -> dict[str, str]:
     """Names a task can use, with where each comes from and whether it is ready."""
-    out = {name: f"embedded, ready (image_size {' or '.join(map(str, sizes))})"
-           for name, sizes in EMBEDDED.items()}
+    out = {
+        name: f"embedded, ready (image_size {' or '.join(map(str, sizes))})"
+        for name, sizes in EMBEDDED.items()
+    }
     root = tfds_data.data_dir_of(data_dir)
     for name in tfds_data.SOURCES:
         found = tfds_data.prepared_version_dir(name, root)
-        out[name] = (f"tfds, prepared in {found}" if found else
-                     f"tfds, not prepared in {root} (lopt prepare {name})")
+        out[name] = (
+            f"tfds, prepared in {found}"
+            if found
+            else f"tfds, not prepared in {root} (lopt prepare {name})"
+        )
     return out
 
 
@@ -87,7 +93,8 @@ def _load_embedded(name: str, image_size: int) -> Dataset:
     sizes = EMBEDDED[name]
     if image_size not in sizes:
         raise DatasetError(
-            f"embedded dataset {name!r} ships at image_size {sizes}, not {image_size}")
+            f"embedded dataset {name!r} ships at image_size {sizes}, not {image_size}"
+        )
     with np.load(EMBEDDED_FILE) as f:
         x_tr, x_te = f[f"x{image_size}_train"], f[f"x{image_size}_test"]
         y_tr, y_te = f["y_train"][: len(x_tr)], f["y_test"][: len(x_te)]
@@ -100,14 +107,21 @@ def _load_embedded(name: str, image_size: int) -> Dataset:
     def labels(y):
         return jnp.asarray(y, jnp.int32)
 
-    return Dataset(name=name, num_classes=10,
-                   x_train=images(x_tr), y_train=labels(y_tr),
-                   x_validation=images(x_va), y_validation=labels(y_va),
-                   x_test=images(x_te), y_test=labels(y_te))
+    return Dataset(
+        name=name,
+        num_classes=10,
+        x_train=images(x_tr),
+        y_train=labels(y_tr),
+        x_validation=images(x_va),
+        y_validation=labels(y_va),
+        x_test=images(x_te),
+        y_test=labels(y_te),
+    )
 
 
-def _to_float(images: np.ndarray, image_size: int | None, grayscale: bool,
-              chunk: int = 8192) -> jax.Array:
+def _to_float(
+    images: np.ndarray, image_size: int | None, grayscale: bool, chunk: int = 8192
+) -> jax.Array:
     """uint8 ``(n, h, w, c)`` -> float32 in [0, 1], resized and/or grayscale, on device."""
     if image_size is not None and image_size < 1:
         raise DatasetError(f"image_size must be >= 1, got {image_size}")
@@ -123,31 +137,38 @@ def _to_float(images: np.ndarray, image_size: int | None, grayscale: bool,
             f = h // size
             x = x.reshape(x.shape[0], size, f, size, f, x.shape[-1]).mean(axis=(2, 4))
         elif (size, size) != (h, w):  # antialiased: a downsample still averages its area
-            x = jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear",
-                                 antialias=True)
+            x = jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear", antialias=True)
         return x
 
     # In chunks: the float32 copy at full size is 4x the uint8 one.
-    return jnp.concatenate([convert(images[i:i + chunk]) for i in range(0, n, chunk)])
+    return jnp.concatenate([convert(images[i : i + chunk]) for i in range(0, n, chunk)])
 
 
-def load(name: str, split: str, *, image_size: int | None = None, grayscale: bool = False,
-         data_dir: str | None = None) -> tuple[jax.Array, jax.Array]:
+def load(
+    name: str,
+    split: str,
+    *,
+    image_size: int | None = None,
+    grayscale: bool = False,
+    data_dir: str | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Normalised images ``(n, s, s, c)`` float32 and int32 labels of one split, on device."""
     data = load_dataset(name, image_size, grayscale, data_dir)
     return data.split(split)
 
 
-def load_dataset(name: str, image_size: int | None = None, grayscale: bool = False,
-                 data_dir: str | None = None) -> Dataset:
+def load_dataset(
+    name: str, image_size: int | None = None, grayscale: bool = False, data_dir: str | None = None
+) -> Dataset:
     """Return dataset ``name`` with all three splits as device arrays (cached per process)."""
     if name in EMBEDDED:
         return _load_embedded(name, image_size or EMBEDDED[name][0])
     if name in tfds_data.SOURCES:
         root = str(tfds_data.data_dir_of(data_dir))
         return _load_tfds(name, image_size or None, grayscale, root)
-    raise DatasetError(f"unknown dataset {name!r}; available: "
-                       + ", ".join([*EMBEDDED, *tfds_data.SOURCES]))
+    raise DatasetError(
+        f"unknown dataset {name!r}; available: " + ", ".join([*EMBEDDED, *tfds_data.SOURCES])
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,7 +181,13 @@ def _load_tfds(name: str, image_size: int | None, grayscale: bool, data_dir: str
     def images(x):
         return _to_float(x, image_size, grayscale)
 
-    return Dataset(name=name, num_classes=max(num_classes, 10),
-                   x_train=images(x_tr), y_train=jnp.asarray(y_tr),
-                   x_validation=images(x_va), y_validation=jnp.asarray(y_va),
-                   x_test=images(x_te), y_test=jnp.asarray(y_te))
+    return Dataset(
+        name=name,
+        num_classes=max(num_classes, 10),
+        x_train=images(x_tr),
+        y_train=jnp.asarray(y_tr),
+        x_validation=images(x_va),
+        y_validation=jnp.asarray(y_va),
+        x_test=images(x_te),
+        y_test=jnp.asarray(y_te),
+    )

@@ -33,14 +33,17 @@ class ImageMLPSpec:
     @property
     def name(self) -> str:
         dataset = self.dataset + ("_gray" if self.grayscale else "")
-        return mlp_task_name(self.hidden_sizes, self.activation, dataset, self.image_size,
-                             self.batch_size)
+        return mlp_task_name(
+            self.hidden_sizes, self.activation, dataset, self.image_size, self.batch_size
+        )
 
     def build(self) -> ImageMLPTask:
-        return ImageMLPTask(load_dataset(self.dataset, self.image_size, self.grayscale,
-                                         self.data_dir),
-                            hidden_sizes=tuple(self.hidden_sizes),
-                            activation=self.activation, batch_size=self.batch_size)
+        return ImageMLPTask(
+            load_dataset(self.dataset, self.image_size, self.grayscale, self.data_dir),
+            hidden_sizes=tuple(self.hidden_sizes),
+            activation=self.activation,
+            batch_size=self.batch_size,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +67,13 @@ class ImageMLPFamily:
         depth = int(rng.choice(self.depths))
         lo, hi = np.log(self.width_range[0]), np.log(self.width_range[1])
         widths = tuple(int(round(np.exp(rng.uniform(lo, hi)))) for _ in range(depth))
-        return ImageMLPSpec(dataset=self.dataset, image_size=self.image_size,
-                            hidden_sizes=widths,
-                            activation=str(rng.choice(self.activations)),
-                            batch_size=int(rng.choice(self.batch_sizes)))
+        return ImageMLPSpec(
+            dataset=self.dataset,
+            image_size=self.image_size,
+            hidden_sizes=widths,
+            activation=str(rng.choice(self.activations)),
+            batch_size=int(rng.choice(self.batch_sizes)),
+        )
 
 
 HELD_OUT_SUITES: dict[str, tuple[ImageMLPSpec, ...]] = {

@@ -26,15 +26,22 @@ ACTIVATIONS = {
 }
 
 
-def mlp_task_name(hidden_sizes, activation: str, dataset: str, image_size: int,
-                  batch_size: int) -> str:
-    """The one spelling of an image-MLP task's name, e.g. ``mlp32_relu_fashion_mnist_embedded8_b128``."""
+def mlp_task_name(
+    hidden_sizes, activation: str, dataset: str, image_size: int, batch_size: int
+) -> str:
+    """The one spelling of an image-MLP task's name.
+
+    For example ``mlp32_relu_fashion_mnist_embedded8_b128``.
+    """
     hidden = "x".join(map(str, hidden_sizes)) or "linear"
     return f"mlp{hidden}_{activation}_{dataset}{image_size}_b{batch_size}"
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
-                   meta_fields=["hidden_sizes", "activation", "batch_size"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["data"],
+    meta_fields=["hidden_sizes", "activation", "batch_size"],
+)
 @dataclasses.dataclass(frozen=True)
 class ImageMLPTask:
     data: Dataset
@@ -44,8 +51,9 @@ class ImageMLPTask:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; "
-                             f"choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         if self.batch_size < 1 or any(h < 1 for h in self.hidden_sizes):
             raise ValueError("batch_size and hidden sizes must be positive")
 
@@ -59,18 +67,23 @@ class ImageMLPTask:
 
     @property
     def name(self) -> str:
-        return mlp_task_name(self.hidden_sizes, self.activation, self.data.name,
-                             self.data.image_shape[0], self.batch_size)
+        return mlp_task_name(
+            self.hidden_sizes,
+            self.activation,
+            self.data.name,
+            self.data.image_shape[0],
+            self.batch_size,
+        )
 
     def init(self, key: jax.Array) -> dict:
         sizes = self.layer_sizes
         shapes = list(zip(sizes[:-1], sizes[1:]))
         # One draw cut into the weight matrices: XLA compiles one normal per shape
-        # slowly (about 1.5 s for two under vmap, 0.2 s for one).
+        # slowly (docs/PERFORMANCE.md, "A program that compiles small").
         z = jax.random.normal(key, (sum(a * b for a, b in shapes),))
         params, start = {}, 0
         for i, (n_in, n_out) in enumerate(shapes):
-            w = z[start:start + n_in * n_out].reshape(n_in, n_out) / math.sqrt(n_in)
+            w = z[start : start + n_in * n_out].reshape(n_in, n_out) / math.sqrt(n_in)
             params[f"layer_{i}"] = {"w": w, "b": jnp.zeros((n_out,))}
             start += n_in * n_out
         return params

@@ -9,8 +9,11 @@ import jax
 import jax.numpy as jnp
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["curvatures"],
-                   meta_fields=["noise_scale", "batch_size"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["curvatures"],
+    meta_fields=["noise_scale", "batch_size"],
+)
 @dataclasses.dataclass(frozen=True)
 class NoisyQuadratic:
     """A Task: ``0.5 sum(h_i x_i^2) + noise . x``, the noise a minibatch's gradient error.
@@ -26,8 +29,13 @@ class NoisyQuadratic:
     batch_size: int = 1  # the Task protocol's field; the noise stands for one batch
 
     @classmethod
-    def create(cls, dim: int = 16, min_curvature: float = 0.01, max_curvature: float = 1.0,
-               noise_scale: float = 1.0) -> "NoisyQuadratic":
+    def create(
+        cls,
+        dim: int = 16,
+        min_curvature: float = 0.01,
+        max_curvature: float = 1.0,
+        noise_scale: float = 1.0,
+    ) -> NoisyQuadratic:
         curv = jnp.geomspace(min_curvature, max_curvature, dim)
         return cls(curvatures=curv, noise_scale=noise_scale)
 
@@ -41,9 +49,10 @@ class NoisyQuadratic:
 
     def batch(self, key: jax.Array, split: str = "train") -> jax.Array:
         if split == "train":
-            return self.noise_scale * jax.random.normal(key, self.curvatures.shape,
-                                                        self.curvatures.dtype)
+            return self.noise_scale * jax.random.normal(
+                key, self.curvatures.shape, self.curvatures.dtype
+            )
         return jnp.zeros_like(self.curvatures)
 
     def loss(self, params: jax.Array, batch: jax.Array) -> jax.Array:
-        return 0.5 * jnp.sum(self.curvatures * params ** 2) + jnp.dot(batch, params)
+        return 0.5 * jnp.sum(self.curvatures * params**2) + jnp.dot(batch, params)

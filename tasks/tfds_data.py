@@ -45,14 +45,20 @@ class TFDSSource:
 
 
 SOURCES = {
-    "mnist": TFDSSource("mnist", ("train", "test"),
-                        "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-    "fashion_mnist": TFDSSource("fashion_mnist", ("train", "test"),
-                                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
-    "cifar10": TFDSSource("cifar10", ("train", "test"),
-                          "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
-    "svhn": TFDSSource("svhn_cropped", ("train", "test"),
-                       "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"),
+    "mnist": TFDSSource(
+        "mnist", ("train", "test"), "https://storage.googleapis.com/cvdf-datasets/mnist/"
+    ),
+    "fashion_mnist": TFDSSource(
+        "fashion_mnist",
+        ("train", "test"),
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ),
+    "cifar10": TFDSSource(
+        "cifar10", ("train", "test"), "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    ),
+    "svhn": TFDSSource(
+        "svhn_cropped", ("train", "test"), "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
+    ),
 }
 REACH_TIMEOUT_S = 3.0
 
@@ -70,14 +76,18 @@ def _source(name: str) -> TFDSSource:
     return SOURCES[name]
 
 
-def prepared_version_dir(name: str, data_dir: str | os.PathLike | None = None
-                         ) -> pathlib.Path | None:
+def prepared_version_dir(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> pathlib.Path | None:
     """The newest ``<data_dir>/<tfds name>/<version>`` holding array_record data, or None."""
     root = data_dir_of(data_dir) / _source(name).tfds_name
     if not root.is_dir():
         return None
-    versions = [d for d in root.iterdir()
-                if (d / "dataset_info.json").exists() and any(d.glob("*.array_record*"))]
+    versions = [
+        d
+        for d in root.iterdir()
+        if (d / "dataset_info.json").exists() and any(d.glob("*.array_record*"))
+    ]
     if not versions:
         return None
     return max(versions, key=lambda d: tuple(int(x) for x in d.name.split(".") if x.isdigit()))
@@ -86,26 +96,35 @@ def prepared_version_dir(name: str, data_dir: str | os.PathLike | None = None
 def _not_prepared(name: str, data_dir: pathlib.Path) -> DatasetError:
     src = _source(name)
     tfrecord = list((data_dir / src.tfds_name).glob("*/*.tfrecord*"))
-    hint = (f" (found tfrecord files there: prepare it again with file_format=array_record, "
-            f"as `lopt prepare` does)" if tfrecord else "")
+    hint = (
+        " (found tfrecord files there: prepare it again with file_format=array_record, "
+        "as `lopt prepare` does)"
+        if tfrecord
+        else ""
+    )
     return DatasetError(
         f"dataset {name!r} (tfds '{src.tfds_name}') is not prepared in {data_dir}{hint}; "
         f"looked in --data-dir / $TFDS_DATA_DIR / ~/tensorflow_datasets. On a machine with "
         f"internet run: pip install 'lopt-pes[prepare]' && lopt prepare {name} --data-dir DIR, "
-        f"then copy DIR here and pass --data-dir DIR (or set TFDS_DATA_DIR=DIR)")
+        f"then copy DIR here and pass --data-dir DIR (or set TFDS_DATA_DIR=DIR)"
+    )
 
 
 def _cache_paths(name: str, version_dir: pathlib.Path, split: str):
-    cache = version_dir.parent.parent / "lopt_cache" / f"{version_dir.parent.name}-{version_dir.name}"
+    cache = (
+        version_dir.parent.parent / "lopt_cache" / f"{version_dir.parent.name}-{version_dir.name}"
+    )
     return cache / f"{split}-images.npy", cache / f"{split}-labels.npy"
 
 
-def _read_split(name: str, version_dir: pathlib.Path, split: str, data_dir: pathlib.Path,
-                chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    name: str, version_dir: pathlib.Path, split: str, data_dir: pathlib.Path, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
-    source = tfds.data_source(_source(name).tfds_name, split=split, data_dir=str(data_dir),
-                              download=False)
+    source = tfds.data_source(
+        _source(name).tfds_name, split=split, data_dir=str(data_dir), download=False
+    )
     n = len(source)
     images, labels = None, np.empty((n,), np.int32)
     for start in range(0, n, chunk):
@@ -113,13 +132,16 @@ def _read_split(name: str, version_dir: pathlib.Path, split: str, data_dir: path
         block = np.stack([np.asarray(r["image"]) for r in records])
         if images is None:
             images = np.empty((n,) + block.shape[1:], np.uint8)
-        images[start:start + len(records)] = block
-        labels[start:start + len(records)] = [int(r["label"]) for r in records]
+        images[start : start + len(records)] = block
+        labels[start : start + len(records)] = [int(r["label"]) for r in records]
+    if images is None:
+        raise DatasetError(f"{name!r} split {split!r} in {version_dir} holds no examples")
     return images, labels
 
 
-def read_split(name: str, split: str, data_dir: str | os.PathLike | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def read_split(
+    name: str, split: str, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images ``(n, h, w, c)`` and int32 labels of a prepared tfds split (cached)."""
     root = data_dir_of(data_dir)
     version_dir = prepared_version_dir(name, root)
@@ -127,8 +149,11 @@ def read_split(name: str, split: str, data_dir: str | os.PathLike | None = None
         raise _not_prepared(name, root)
     x_path, y_path = _cache_paths(name, version_dir, split)
     prepared_at = (version_dir / "dataset_info.json").stat().st_mtime
-    if (x_path.exists() and y_path.exists()
-            and min(x_path.stat().st_mtime, y_path.stat().st_mtime) >= prepared_at):
+    if (
+        x_path.exists()
+        and y_path.exists()
+        and min(x_path.stat().st_mtime, y_path.stat().st_mtime) >= prepared_at
+    ):
         try:
             return np.load(x_path, allow_pickle=False), np.load(y_path, allow_pickle=False)
         except (ValueError, OSError):
@@ -138,8 +163,10 @@ def read_split(name: str, split: str, data_dir: str | os.PathLike | None = None
     except DatasetError:
         raise
     except Exception as e:  # tfds reports a damaged or partial preparation in many ways
-        raise DatasetError(f"dataset {name!r}: could not read split {split!r} from "
-                           f"{version_dir}: {type(e).__name__}: {e}") from None
+        raise DatasetError(
+            f"dataset {name!r}: could not read split {split!r} from "
+            f"{version_dir}: {type(e).__name__}: {e}"
+        ) from None
     if images.ndim == 3:
         images = images[..., None]
     try:
@@ -159,6 +186,7 @@ def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
     An HTTP answer, not just an open TCP connection: behind a proxy that accepts
     every connection and forwards nothing, only a response tells online from offline.
     """
+
     def head() -> bool:
         request = urllib.request.Request(url, method="HEAD")
         try:
@@ -194,21 +222,27 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None) -> pathlib.Pat
             f"{time.perf_counter() - t0:.1f} s). On a machine with internet run: pip install "
             f"'lopt-pes[prepare]' && lopt prepare {name} --data-dir DIR, then copy DIR here "
             f"and pass --data-dir DIR "
-            f"(or set TFDS_DATA_DIR=DIR)")
+            f"(or set TFDS_DATA_DIR=DIR)"
+        )
     try:
         import tensorflow  # noqa: F401  (tfds's builders encode images with it)
     except ImportError:
-        raise DatasetError(f"preparing {name!r} needs TensorFlow (tfds's builders use it): "
-                           "pip install 'lopt-pes[prepare]'") from None
+        raise DatasetError(
+            f"preparing {name!r} needs TensorFlow (tfds's builders use it): "
+            "pip install 'lopt-pes[prepare]'"
+        ) from None
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(src.tfds_name, data_dir=str(root), file_format="array_record")
     builder.download_and_prepare()
-    return prepared_version_dir(name, root)
+    return _prepared(name, root)
 
 
-def write_prepared(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-                   data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+def write_prepared(
+    name: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    data_dir: str | os.PathLike | None = None,
+) -> pathlib.Path:
     """Write arrays as a real tfds preparation of ``name`` (array_record), without TensorFlow.
 
     ``splits`` maps a tfds split ("train", "test") to uint8 images ``(n, h, w, c)``
@@ -229,21 +263,27 @@ def write_prepared(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     def examples(split):
         images, labels = splits[split]
         if tuple(images.shape[1:]) != tuple(image_shape) or images.dtype != np.uint8:
-            raise ValueError(f"{name} {split}: images must be uint8 {image_shape}, "
-                             f"got {images.dtype} {images.shape[1:]}")
+            raise ValueError(
+                f"{name} {split}: images must be uint8 {image_shape}, "
+                f"got {images.dtype} {images.shape[1:]}"
+            )
         for i, (img, label) in enumerate(zip(images, labels)):
-            example = {"image": PIL.Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img),
-                       "label": int(label)}
+            example = {
+                "image": PIL.Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img),
+                "label": int(label),
+            }
             if "id" in features:
                 example["id"] = f"{split}_{i:05d}"
             yield i, example
 
-    class Writer(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    # tfds's registration keyword is its metaclass's, which mypy cannot see.
+    class Writer(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
         VERSION = registered.version
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=features,
-                                         supervised_keys=("image", "label"))
+            return tfds.core.DatasetInfo(
+                builder=self, features=features, supervised_keys=("image", "label")
+            )
 
         def _split_generators(self, dl_manager):
             del dl_manager
@@ -254,6 +294,15 @@ def write_prepared(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
 
     Writer.name = src.tfds_name
     writer = Writer(data_dir=str(root), file_format="array_record")
-    writer.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(root / "manual")))
-    return prepared_version_dir(name, root)
+    writer.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual"))
+    )
+    return _prepared(name, root)
+
+
+def _prepared(name: str, root: pathlib.Path) -> pathlib.Path:
+    """The version directory just prepared in ``root``; ``DatasetError`` if tfds left none."""
+    version_dir = prepared_version_dir(name, root)
+    if version_dir is None:
+        raise DatasetError(f"preparing {name!r} in {root} left no array_record data")
+    return version_dir

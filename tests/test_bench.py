@@ -10,8 +10,13 @@ TINY_W1 = ["--tiny", "--particles", "4", "--trunc-len", "3", "--horizon", "10"]
 
 def _bench(script: str, *args: str) -> list[str]:
     """The lines a bench script prints (it must succeed)."""
-    proc = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, f"bench/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()
 
@@ -53,15 +58,26 @@ def test_cpu_devices_smoke():
 
 def test_cpu_devices_on_a_config_smoke():
     sets = [a for x in TINY for a in ("--set", x)]
-    lines = _bench("cpu_devices.py", "--config", "configs/default.toml", *sets, "--devices", "2",
-                   "--blocks", "1", "--iters", "1")
+    lines = _bench(
+        "cpu_devices.py",
+        "--config",
+        "configs/default.toml",
+        *sets,
+        "--devices",
+        "2",
+        "--blocks",
+        "1",
+        "--iters",
+        "1",
+    )
     assert lines[0].startswith("# default (configs/default.toml) one device vs 2 CPU devices")
     assert lines[-1].startswith("N=4 K=10 T=40: 2 CPU devices / 1 = ")
 
 
 def test_w1_bound_smoke():
-    lines = _bench("w1_bound.py", "--tiny", "--repeats", "2", "--step-iters", "1",
-                   "--step-blocks", "1")
+    lines = _bench(
+        "w1_bound.py", "--tiny", "--repeats", "2", "--step-iters", "1", "--step-blocks", "1"
+    )
     assert "command: python bench/w1_bound.py" in lines[0]
     parts = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in lines[3:7]}
     assert all(ms > 0 for ms in parts.values()), parts
@@ -71,9 +87,18 @@ def test_w1_bound_smoke():
 
 
 def test_unroll_strategies_smoke():
-    lines = _bench("unroll_strategies.py", *TINY_W1, "--chunks", "0,1,2", "--blocks", "2",
-                   "--iters", "1")
+    lines = _bench(
+        "unroll_strategies.py", *TINY_W1, "--chunks", "0,1,2", "--blocks", "2", "--iters", "1"
+    )
     assert "command: python bench/unroll_strategies.py" in lines[0]
     assert len(lines) == 1 + 2 + 2 + 2  # header, table head, a row per block, a ratio per chunk
     assert float(lines[3].strip("|").split("|")[2]) > 0  # particle-steps/s of chunk 1
     assert lines[-1].startswith("chunk 2 / chunk 0 = ")
+
+
+def test_w1_against_smoke():
+    lines = _bench("w1_against.py", "--tiny", "--base", "HEAD", "--pairs", "1", "--particles",
+                   "4", "--iters", "1", "--blocks", "1")  # fmt: skip
+    assert "command: python bench/w1_against.py" in lines[0]
+    assert float(lines[3].strip("|").split("|")[3]) > 0  # the pair's ratio
+    assert lines[-1].startswith("this / HEAD = ")

@@ -5,15 +5,20 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, TINY
 
 
 def _lopt(*args, cwd=ROOT, timeout=300):
     exe = shutil.which("lopt")
     cmd = [exe] if exe else [sys.executable, "-m", "meta_train.cli"]
-    return subprocess.run(cmd + list(args), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        cmd + list(args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,9 @@ def test_meta_train_end_to_end(cli_run):
 
 def test_resume_extends_a_run(cli_run):
     _, out = cli_run
-    proc = _lopt("meta-train", "--out", str(out), "--resume", "--set", "train.steps=6",
-                 "--no-progress")
+    proc = _lopt(
+        "meta-train", "--out", str(out), "--resume", "--set", "train.steps=6", "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "resumed" in proc.stdout
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -49,8 +55,17 @@ def test_resume_on_two_cpu_devices(cli_run):
     """A run checkpointed on one device continues with its particles on two."""
     _, out = cli_run
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-    proc = _lopt("meta-train", "--out", str(out), "--resume", "--set",
-                 f"train.steps={last + 2}", "--no-progress", "--cpu-devices", "2")
+    proc = _lopt(
+        "meta-train",
+        "--out",
+        str(out),
+        "--resume",
+        "--set",
+        f"train.steps={last + 2}",
+        "--no-progress",
+        "--cpu-devices",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "particles sharded over 2 devices" in proc.stdout
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -58,11 +73,25 @@ def test_resume_on_two_cpu_devices(cli_run):
 
 
 def test_cpu_devices_needs_a_fresh_process(tmp_path, capsys):
-    from meta_train import cli
     import jax
+
+    from meta_train import cli
+
     jax.devices()  # this process's backend is up, as in any test
-    assert cli.main(["meta-train", "--config", "configs/default.toml", "--cpu-devices", "2",
-                     "--out", str(tmp_path / "run")]) == 2
+    assert (
+        cli.main(
+            [
+                "meta-train",
+                "--config",
+                "configs/default.toml",
+                "--cpu-devices",
+                "2",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("lopt: error: --cpu-devices") and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
@@ -75,16 +104,20 @@ def test_existing_run_is_not_overwritten(cli_run):
     assert "already holds a run" in proc.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--set", "estimator.num_particle=4"], "unknown config key 'estimator.num_particle'"),
-    (["--set", "train.steps=abc"], "train.steps: expected an integer"),
-    (["--set", "task.dataset=imagenet"], "unknown dataset 'imagenet'"),
-    (["--set", "task.kind=pendulum"], "task.kind: unknown 'pendulum'"),
-    (["--set", "estimator.kind=sgd"], "estimator.kind: unknown 'sgd'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "estimator.num_particle=4"], "unknown config key 'estimator.num_particle'"),
+        (["--set", "train.steps=abc"], "train.steps: expected an integer"),
+        (["--set", "task.dataset=imagenet"], "unknown dataset 'imagenet'"),
+        (["--set", "task.kind=pendulum"], "task.kind: unknown 'pendulum'"),
+        (["--set", "estimator.kind=sgd"], "estimator.kind: unknown 'sgd'"),
+    ],
+)
 def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
-    proc = _lopt("meta-train", "--config", "configs/default.toml", *args,
-                 "--out", str(tmp_path / "x"))
+    proc = _lopt(
+        "meta-train", "--config", "configs/default.toml", *args, "--out", str(tmp_path / "x")
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -100,9 +133,18 @@ def test_list_shows_configs_datasets_and_suites():
 
 def test_toy_system_meta_trains_and_logs_theta_but_cannot_be_exported(tmp_path):
     out = tmp_path / "ib"
-    proc = _lopt("meta-train", "--config", "configs/influence_balancing.toml", "--set",
-                 "train.steps=20", "--set", "train.log_every=1", "--out", str(out),
-                 "--no-progress")
+    proc = _lopt(
+        "meta-train",
+        "--config",
+        "configs/influence_balancing.toml",
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.log_every=1",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     thetas = [r["theta"][0] for r in records if "theta" in r]
@@ -112,8 +154,15 @@ def test_toy_system_meta_trains_and_logs_theta_but_cannot_be_exported(tmp_path):
 
 
 def test_figures_draws_pngs_and_a_summary(tmp_path):
-    proc = _lopt("figures", "--experiments", "influence_balancing,toy_regression",
-                 "--set", "train.steps=20", "--out", str(tmp_path))
+    proc = _lopt(
+        "figures",
+        "--experiments",
+        "influence_balancing,toy_regression",
+        "--set",
+        "train.steps=20",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "influence_balancing.png").stat().st_size > 10_000
     assert (tmp_path / "toy_regression.png").stat().st_size > 10_000

@@ -1,9 +1,8 @@
 import pytest
+from conftest import ROOT
 
 from meta_train import config as config_lib
 from meta_train.config import ConfigError
-
-from conftest import ROOT
 
 
 def test_shipped_configs_load():
@@ -13,9 +12,16 @@ def test_shipped_configs_load():
 
 
 def test_overrides_are_typed():
-    cfg = config_lib.load(ROOT / "configs" / "default.toml",
-                          ["estimator.num_particles=4", "task.hidden_sizes=[8, 8]",
-                           "task.activation=tanh", "estimator.sigma=1", "estimator.stagger=false"])
+    cfg = config_lib.load(
+        ROOT / "configs" / "default.toml",
+        [
+            "estimator.num_particles=4",
+            "task.hidden_sizes=[8, 8]",
+            "task.activation=tanh",
+            "estimator.sigma=1",
+            "estimator.stagger=false",
+        ],
+    )
     assert cfg.estimator.num_particles == 4
     assert cfg.task.hidden_sizes == (8, 8)
     assert cfg.task.activation == "tanh"
@@ -23,15 +29,18 @@ def test_overrides_are_typed():
     assert cfg.estimator.stagger is False
 
 
-@pytest.mark.parametrize("override,message", [
-    ("estimator.num_particle=4", "unknown config key 'estimator.num_particle'.*num_particles"),
-    ("bogus.x=1", "unknown config key 'bogus.x'"),
-    ("estimator.num_particles=4.5", "estimator.num_particles: expected an integer"),
-    ("estimator.num_particles=true", "estimator.num_particles: expected an integer"),
-    ("task.hidden_sizes=3", "task.hidden_sizes: expected a list"),
-    ("estimator.stagger=1", "estimator.stagger: expected true or false"),
-    ("nonsense", "--set expects key=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("estimator.num_particle=4", "unknown config key 'estimator.num_particle'.*num_particles"),
+        ("bogus.x=1", "unknown config key 'bogus.x'"),
+        ("estimator.num_particles=4.5", "estimator.num_particles: expected an integer"),
+        ("estimator.num_particles=true", "estimator.num_particles: expected an integer"),
+        ("task.hidden_sizes=3", "task.hidden_sizes: expected a list"),
+        ("estimator.stagger=1", "estimator.stagger: expected true or false"),
+        ("nonsense", "--set expects key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         config_lib.load(ROOT / "configs" / "default.toml", [override])

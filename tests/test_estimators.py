@@ -53,8 +53,12 @@ def _lq(horizon, dtype=jnp.float64):
 
 
 UNBIASED = [
-    (PES, 12, 4), (PES, 10, 4), (PES, 3, 7),
-    (NRES, 12, 4), (NRES, 10, 4), (NRES, 3, 7),
+    (PES, 12, 4),
+    (PES, 10, 4),
+    (PES, 3, 7),
+    (NRES, 12, 4),
+    (NRES, 10, 4),
+    (NRES, 3, 7),
     (FullES, 10, None),
 ]
 
@@ -79,8 +83,7 @@ def test_pes_without_antithetic_sampling_is_unbiased():
         system = _lq(10)
         theta = jnp.array(THETA)
         exact = np.asarray(jax.grad(system.full_horizon_loss)(theta))
-        est = PES(system, num_particles=4, trunc_len=4, sigma=0.1, stagger=False,
-                  antithetic=False)
+        est = PES(system, num_particles=4, trunc_len=4, sigma=0.1, stagger=False, antithetic=False)
         samples = _run_means(est, theta, jax.random.PRNGKey(2), RUNS)
         assert np.all(np.abs(_z_scores(samples, exact)) < Z_TOL)
 
@@ -101,12 +104,18 @@ def test_bptt_estimators_against_exact_gradients():
         system = _lq(12)
         theta = jnp.array(THETA)
         exact = np.asarray(jax.grad(system.full_horizon_loss)(theta))
-        for est in (FullBPTT(system, num_particles=2),
-                    TBPTT(system, num_particles=2, trunc_len=12, stagger=False)):
+        for est in (
+            FullBPTT(system, num_particles=2),
+            TBPTT(system, num_particles=2, trunc_len=12, stagger=False),
+        ):
             g = _run_means(est, theta, jax.random.PRNGKey(0), 2)
             np.testing.assert_allclose(g, np.broadcast_to(exact, g.shape), rtol=1e-10)
-        g = _run_means(TBPTT(system, num_particles=2, trunc_len=4, stagger=False), theta,
-                       jax.random.PRNGKey(0), 2)
+        g = _run_means(
+            TBPTT(system, num_particles=2, trunc_len=4, stagger=False),
+            theta,
+            jax.random.PRNGKey(0),
+            2,
+        )
         np.testing.assert_allclose(g[0], g[1], rtol=1e-12)  # deterministic system
         assert np.max(np.abs(g[0] - exact) / np.abs(exact)) > 0.1
 
@@ -135,11 +144,12 @@ def test_with_k_equal_t_the_es_estimators_coincide():
     with jax.enable_x64(True):
         system = _lq(6)
         theta = jnp.array(THETA)
-        estimators = [PES(system, num_particles=4, trunc_len=6, sigma=0.1, stagger=False),
-                      TruncatedES(system, num_particles=4, trunc_len=6, sigma=0.1,
-                                  stagger=False),
-                      NRES(system, num_particles=4, trunc_len=6, sigma=0.1, stagger=False),
-                      FullES(system, num_particles=4, sigma=0.1)]
+        estimators = [
+            PES(system, num_particles=4, trunc_len=6, sigma=0.1, stagger=False),
+            TruncatedES(system, num_particles=4, trunc_len=6, sigma=0.1, stagger=False),
+            NRES(system, num_particles=4, trunc_len=6, sigma=0.1, stagger=False),
+            FullES(system, num_particles=4, sigma=0.1),
+        ]
         results = []
         for est in estimators:
             state = est.init(theta, jax.random.PRNGKey(0))
@@ -153,8 +163,7 @@ def test_with_k_equal_t_the_es_estimators_coincide():
             np.testing.assert_allclose(r, results[0], rtol=1e-12)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["a"],
-                   meta_fields=["horizon"])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["a"], meta_fields=["horizon"])
 @dataclasses.dataclass(frozen=True)
 class _Linear:
     """L_t = a . theta at every step; the state is unused."""
@@ -178,19 +187,21 @@ def test_normalisation_mean_and_covariance_for_a_linear_loss(pairs):
         theta = jnp.zeros(4)
         state = est.init(theta, jax.random.PRNGKey(0))
         draws = 20000
-        grads = np.asarray(jax.jit(jax.vmap(lambda k: est.estimate(theta, state, k)[0]))(
-            jax.random.split(jax.random.PRNGKey(1), draws)))
+        grads = np.asarray(
+            jax.jit(jax.vmap(lambda k: est.estimate(theta, state, k)[0]))(
+                jax.random.split(jax.random.PRNGKey(1), draws)
+            )
+        )
         assert np.all(np.abs(_z_scores(grads, np.asarray(a))) < Z_TOL)
         sq = np.sum((grads - np.asarray(a)) ** 2, axis=1)  # its mean is the trace
-        expected = (a.size + 1) * float(jnp.sum(a ** 2)) / pairs
+        expected = (a.size + 1) * float(jnp.sum(a**2)) / pairs
         z = (sq.mean() - expected) / (sq.std(ddof=1) / math.sqrt(draws))
         assert abs(z) < Z_TOL, (sq.mean(), expected)
         # ...and the check has power: a sigma convention off by sqrt(2) would fail it.
         assert abs(sq.mean() - 2 * expected) / (sq.std(ddof=1) / math.sqrt(draws)) > 3 * Z_TOL
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["a"],
-                   meta_fields=["horizon"])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["a"], meta_fields=["horizon"])
 @dataclasses.dataclass(frozen=True)
 class _UncorrelatedSteps:
     """L_t = a_t . theta with a fixed, independent a_t per step: no state influence."""
@@ -220,6 +231,7 @@ def test_pes_variance_grows_with_unrolls_while_nres_stays_flat():
                 def body(state, kk):
                     g, state, _ = est.estimate(theta, state, kk)
                     return state, g
+
                 return jax.lax.scan(body, est.init(theta, k), jax.random.split(k, calls))[1]
 
             g = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(1), RUNS))
@@ -234,138 +246,3 @@ def test_pes_variance_grows_with_unrolls_while_nres_stays_flat():
         # error of each variance is about sqrt(2/RUNS) = 2%).
         assert 0.8 < nres[-1] / nres[0] < 1.25, nres
         assert pes[-1] > 3 * nres[-1]
-
-
-@pytest.mark.parametrize("cls", [PES, NRES])
-def test_accumulator_bookkeeping_across_episode_boundaries(cls):
-    """T=5, K=3, lockstep: episodes begin at steps 1, 6 and 11 of the run."""
-    system = _lq(5, jnp.float32)
-    theta = jnp.array(THETA)
-    est = cls(system, num_particles=2, trunc_len=3, sigma=0.1, stagger=False)
-    state = est.init(theta, jax.random.PRNGKey(0))
-    estimate = jax.jit(est.estimate)
-    keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    eps = [est.perturbations(theta, k) for k in keys]  # what each call draws: [group, ...]
-    if cls is PES:  # xi: the sum of the perturbations the episode has seen
-        expected_acc = [eps[0], eps[1], eps[1] + eps[2], eps[3]]
-    else:  # NRES: the perturbation drawn when the episode began
-        expected_acc = [eps[0], eps[1], eps[1], eps[3]]
-    expected_remaining = [2, 4, 1, 3]
-    expected_begun = [1, 1, 0, 1]
-    for k, acc, rem, begun in zip(keys, expected_acc, expected_remaining, expected_begun):
-        _, state, metrics = estimate(theta, state, k)
-        np.testing.assert_allclose(state.accumulator, acc, rtol=1e-6)
-        assert state.remaining.tolist() == [rem]
-        assert int(metrics["episodes_begun"]) == begun
-
-
-@pytest.mark.parametrize("cls", [PES, NRES, TruncatedES])
-def test_estimate_matches_hand_computation_across_a_reset(cls):
-    """One call, K=3, the running episode ends after the 2nd step: split weighting."""
-    system = _lq(2, jnp.float32)
-    theta = jnp.array(THETA)
-    sigma = 0.1
-    est = cls(system, num_particles=2, trunc_len=3, sigma=sigma, stagger=False)
-    state = est.init(theta, jax.random.PRNGKey(0))
-    acc = jnp.array([[0.05, -0.02]])
-    state = state._replace(accumulator=() if cls is TruncatedES else acc,
-                           remaining=jnp.array([2], jnp.int32))
-    key = jax.random.PRNGKey(7)
-    grad, new_state, _ = jax.jit(est.estimate)(theta, state, key)
-    eps = est.perturbations(theta, key)[0]
-
-    def losses(th_old, th_new):
-        s = system.init(th_old, None)  # the running episode's state (s_0 = 0, as init)
-        out = []
-        for _ in range(2):
-            s, loss = system.step(th_old, s, None)
-            out.append(loss)
-        s = system.init(th_new, None)  # a new episode begins under this call's eps
-        s, loss = system.step(th_new, s, None)
-        out.append(loss)
-        return jnp.array(out)
-
-    w_old = {PES: acc[0] + eps, NRES: acc[0], TruncatedES: eps}[cls]
-    pert_old = acc[0] if cls is NRES else eps  # NRES's running episode keeps its noise
-    lp, lm = losses(theta + pert_old, theta + eps), losses(theta - pert_old, theta - eps)
-    expected = (w_old * (lp[:2] - lm[:2]).sum() + eps * (lp[2] - lm[2])) / (3 * 2 * sigma**2)
-    np.testing.assert_allclose(grad, expected, rtol=1e-4)
-    if cls is not TruncatedES:
-        np.testing.assert_allclose(new_state.accumulator[0], eps, rtol=1e-6)
-
-
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["base"],
-                   meta_fields=["horizon"])
-@dataclasses.dataclass(frozen=True)
-class _Exploding:
-    """Becomes NaN on every step that has a positive loss."""
-
-    base: LinearQuadratic
-    horizon: int
-
-    def init(self, theta, key):
-        return self.base.init(theta, key)
-
-    def step(self, theta, state, key):
-        state, loss = self.base.step(theta, state, key)
-        return jnp.where(loss > 0, jnp.nan, state), jnp.where(loss > 0, 3.0, loss)
-
-
-@pytest.mark.parametrize("cls,chunk", [(PES, 0), (TruncatedES, 0), (NRES, 0), (PES, 1)])
-def test_nonfinite_particle_is_restarted_and_estimate_stays_finite(cls, chunk):
-    system = _Exploding(_lq(50, jnp.float32), 50)
-    est = cls(system, num_particles=4, trunc_len=5, sigma=0.1, particle_chunk=chunk)
-    theta = jnp.array(THETA)
-    state = est.init(theta, jax.random.PRNGKey(0))
-    estimate = jax.jit(est.estimate)
-    for k in jax.random.split(jax.random.PRNGKey(1), 2):
-        grad, state, metrics = estimate(theta, state, k)
-        assert int(metrics["nonfinite_resets"]) == 2 * 5  # every step, both groups
-        assert np.all(np.isfinite(grad))
-    assert state.remaining.tolist() == [0, 0]  # the next step starts fresh episodes
-
-
-def test_staggered_starts_cover_the_horizon():
-    system = _lq(100, jnp.float32)
-    est = PES(system, num_particles=64, trunc_len=5, sigma=0.1, stagger=True)
-    state = est.init(jnp.zeros(2), jax.random.PRNGKey(0))
-    remaining = np.asarray(state.remaining)
-    assert remaining.min() >= 1 and remaining.max() <= 100
-    assert len(np.unique(remaining)) > 20
-
-
-def test_every_registered_estimator_meets_the_contract():
-    """The trainer and the sharding code use only ``Estimator``: check each one has it."""
-    from jax.sharding import PartitionSpec
-
-    from meta_train.estimators import ESTIMATORS, Estimate, Estimator
-    from meta_train.runtime.sharding import PARTICLE_AXIS
-
-    system = _lq(6, jnp.float32)
-    theta = jnp.array(THETA)
-    for name, cls in ESTIMATORS.items():
-        est = cls(system, num_particles=2)
-        assert isinstance(est, Estimator), name
-        out = est.estimate(theta, est.init(theta, jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
-        assert isinstance(out, Estimate), name
-        assert jax.tree.structure(out.grad) == jax.tree.structure(theta)
-        # One call runs steps_per_call particle steps: its meta-loss averages that many losses.
-        per_particle = est.steps_per_call // est.num_particles
-        assert per_particle == (6 if name in ("full_es", "full_bptt") else est.trunc_len), name
-        # How the state is split over devices: every leaf along its group axis.
-        leaves = jax.tree.leaves(out.state)
-        specs = jax.tree.leaves(est.partition_specs(out.state),
-                                is_leaf=lambda x: isinstance(x, PartitionSpec))
-        assert len(specs) == len(leaves), name
-        for leaf, spec in zip(leaves, specs):
-            assert leaf.shape[list(spec).index(PARTICLE_AXIS)] == est.num_groups, name
-
-
-def test_bad_arguments_are_rejected():
-    system = _lq(10, jnp.float32)
-    with pytest.raises(ValueError, match="even"):
-        PES(system, num_particles=3)
-    with pytest.raises(ValueError, match="sigma"):
-        NRES(system, sigma=0.0)
-    with pytest.raises(ValueError, match="trunc_len"):
-        TBPTT(system, trunc_len=0)

@@ -6,14 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_cli import _lopt
 
 import learned_opt
 from learned_opt import MLPLOpt, OptimizerFileError
 from meta_train.evaluation import held_out
 from meta_train.training.export_run import export_run
 from tasks.family import HELD_OUT_SUITES
-
-from test_cli import _lopt
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +34,10 @@ def test_exported_optimizer_in_a_plain_optax_loop(artifact):
     """Written the way users write optax loops, on a nested tree of mixed shapes."""
     opt = optax.chain(learned_opt.load_optax(artifact))
     lopt, theta, _ = learned_opt.load(artifact)
-    params = {"encoder": {"w": jnp.full((4, 3), 0.1), "b": jnp.zeros(3)},
-              "heads": [jnp.ones((3,)), (jnp.asarray(0.5), jnp.ones((2, 1, 3)))]}
+    params = {
+        "encoder": {"w": jnp.full((4, 3), 0.1), "b": jnp.zeros(3)},
+        "heads": [jnp.ones((3,)), (jnp.asarray(0.5), jnp.ones((2, 1, 3)))],
+    }
     x = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
 
     def loss_fn(p):
@@ -95,24 +96,31 @@ def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
 def test_eval_suite_schema_and_plots(artifact, tmp_path):
     lopt, theta, _ = learned_opt.load(artifact)
     specs = {s.name: s for s in HELD_OUT_SUITES["tiny"]}
-    results = held_out.evaluate_suite(specs, {"learned": (lopt, theta)}, steps=20, seeds=2,
-                                        val_points=4)
+    results = held_out.evaluate_suite(
+        specs, {"learned": (lopt, theta)}, steps=20, seeds=2, val_points=4
+    )
     pngs = held_out.write_outputs(results, tmp_path)
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["steps"] == 20 and data["seeds"] == 2
     (task,) = data["tasks"].values()
     assert set(task["optimizers"]) == {"learned", "adam", "sgdm"}
-    for name, r in task["optimizers"].items():
+    for r in task["optimizers"].values():
         assert len(r["train_loss_mean"]) == len(r["curve_steps"]) == 20
         assert r["val_steps"] == [5, 10, 15, 20] and len(r["val_loss_mean"]) == 4
-        for key in ("final_train_loss", "mean_train_loss", "final_val_loss", "val_accuracy",
-                    "test_accuracy"):
+        for key in (
+            "final_train_loss",
+            "mean_train_loss",
+            "final_val_loss",
+            "val_accuracy",
+            "test_accuracy",
+        ):
             assert set(r[key]) == {"mean", "std"}
         assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0
         assert r["seconds_per_step"] > 0
     adam = task["optimizers"]["adam"]
-    assert adam["learning_rate"] in [float(f"{lr:.3g}") for lr in held_out.BASELINE_GRIDS["adam"][1]] \
-        or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in held_out.BASELINE_GRIDS["adam"][1])
+    assert adam["learning_rate"] in [
+        float(f"{lr:.3g}") for lr in held_out.BASELINE_GRIDS["adam"][1]
+    ] or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in held_out.BASELINE_GRIDS["adam"][1])
     best = min(v for v in adam["sweep"].values() if v is not None)
     assert adam["final_val_loss"]["mean"] == pytest.approx(best, rel=1e-6)
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
@@ -122,8 +130,19 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
 def test_cli_export_and_eval(full_run, tmp_path):
     proc = _lopt("export", "--run", str(full_run.run_dir), "--out", str(tmp_path / "opt"))
     assert proc.returncode == 0, proc.stderr
-    proc = _lopt("eval", "--optimizer", str(tmp_path / "opt"), "--tasks", "tiny", "--steps", "20",
-                 "--seeds", "2", "--out", str(tmp_path / "ev"))
+    proc = _lopt(
+        "eval",
+        "--optimizer",
+        str(tmp_path / "opt"),
+        "--tasks",
+        "tiny",
+        "--steps",
+        "20",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "ev"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ev" / "eval.json").exists() and (tmp_path / "ev" / "summary.png").exists()
     assert "| task | learned | adam | sgdm |" in proc.stdout

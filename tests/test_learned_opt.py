@@ -14,9 +14,11 @@ def lopt_and_theta():
 
 
 def _mixed_params():
-    return {"dense": {"w": jnp.ones((3, 4)), "b": jnp.zeros((4,))},
-            "scale": jnp.asarray(2.0),
-            "blocks": [jnp.full((2,), 0.5), (jnp.ones((1, 2, 2), jnp.bfloat16),)]}
+    return {
+        "dense": {"w": jnp.ones((3, 4)), "b": jnp.zeros((4,))},
+        "scale": jnp.asarray(2.0),
+        "blocks": [jnp.full((2,), 0.5), (jnp.ones((1, 2, 2), jnp.bfloat16),)],
+    }
 
 
 def test_theta_size_and_features(lopt_and_theta):
@@ -38,7 +40,9 @@ def test_update_shapes_dtypes_and_step(lopt_and_theta):
         assert np.all(np.isfinite(np.asarray(u, np.float32)))
     assert int(state.step) == 1
     # updates are small at initialisation: step_mult scales them
-    assert max(float(jnp.max(jnp.abs(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates)) < 0.05
+    assert (
+        max(float(jnp.max(jnp.abs(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates)) < 0.05
+    )
 
 
 def test_time_feature_changes_updates(lopt_and_theta):
@@ -77,10 +81,13 @@ def test_as_optax_in_a_plain_loop_matches_internal_update(lopt_and_theta):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("ours,ref", [
-    (Adam(learning_rate=0.01), optax.adam(0.01)),
-    (SGDM(learning_rate=0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)),
-])
+@pytest.mark.parametrize(
+    "ours,ref",
+    [
+        (Adam(learning_rate=0.01), optax.adam(0.01)),
+        (SGDM(learning_rate=0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)),
+    ],
+)
 def test_baselines_match_optax(ours, ref):
     params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3)}
     theta = ours.init_meta(None)
@@ -120,12 +127,14 @@ def test_update_matches_the_formula_with_explicitly_normalised_features():
         v = np.asarray(state.second_moment[name]).reshape(-1, len(decays))
         r = 1 / np.sqrt(v + 1e-8)
         feats = np.concatenate([p, g, m, v, m * r, r], axis=1)
-        feats = feats / np.sqrt(np.mean(feats ** 2, axis=0, keepdims=True) + 1e-5)
+        feats = feats / np.sqrt(np.mean(feats**2, axis=0, keepdims=True) + 1e-5)
         t = np.tanh(1.0 / np.asarray(mlp_lopt.TIMESCALES) - 1.0)  # step 1: the second update
-        out = np.asarray(lopt._net.apply(theta, jnp.asarray(feats, jnp.float32),
-                                         jnp.asarray(t, jnp.float32)))
-        expected[name] = (-out[:, 0] * np.exp(lopt.exp_mult * out[:, 1]) * lopt.step_mult
-                          ).reshape(params[name].shape)
+        out = np.asarray(
+            lopt._net.apply(theta, jnp.asarray(feats, jnp.float32), jnp.asarray(t, jnp.float32))
+        )
+        expected[name] = (-out[:, 0] * np.exp(lopt.exp_mult * out[:, 1]) * lopt.step_mult).reshape(
+            params[name].shape
+        )
     for name in params:
         np.testing.assert_allclose(updates[name], expected[name], rtol=1e-4, atol=1e-9)
 

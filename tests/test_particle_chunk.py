@@ -52,7 +52,9 @@ def test_chunked_and_sequential_match_vectorised(image_system, cls, chunks):
                 # against the leaf's largest coordinate (a wrong key or theta is O(1))
                 np.testing.assert_allclose(a, b, rtol=0, atol=2e-3 * float(jnp.max(jnp.abs(b))))
         np.testing.assert_array_equal(state.remaining, ref_state.remaining)
-        for a, b in zip(jax.tree.leaves(state.system_state), jax.tree.leaves(ref_state.system_state)):
+        for a, b in zip(
+            jax.tree.leaves(state.system_state), jax.tree.leaves(ref_state.system_state)
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -111,8 +113,15 @@ def test_sequential_pair_restarts_together_when_one_member_blows_up():
         out = []
         for k in jax.random.split(jax.random.PRNGKey(1), 6):
             grad, state, metrics = estimate(theta, state, k)
-            out.append((grad, metrics["meta_loss"], metrics["nonfinite_resets"],
-                        state.remaining, state.system_state))
+            out.append(
+                (
+                    grad,
+                    metrics["meta_loss"],
+                    metrics["nonfinite_resets"],
+                    state.remaining,
+                    state.system_state,
+                )
+            )
         runs[chunk] = out
     assert sum(int(o[2]) for o in runs[0]) >= 3  # several blow-ups, each of one member
     for (g0, l0, n0, r0, s0), (g1, l1, n1, r1, s1) in zip(runs[0], runs[1]):

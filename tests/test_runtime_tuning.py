@@ -21,9 +21,13 @@ def test_cpu_compiler_options_are_probed():
 
 
 def _cap_in_fresh_process(env: dict) -> str:
-    code = "from meta_train.runtime.host_memory import limit_malloc_arenas; print(limit_malloc_arenas())"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, cwd=ROOT, check=True).stdout.strip()
+    code = (
+        "from meta_train.runtime.host_memory import limit_malloc_arenas; "
+        "print(limit_malloc_arenas())"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True
+    ).stdout.strip()
 
 
 def test_malloc_arena_cap_is_set_unless_the_user_set_one():

@@ -34,7 +34,9 @@ def test_unknown_dataset_and_size_errors():
 
 
 def test_image_mlp_learns_with_sgd():
-    task = ImageMLPTask(load_dataset("fashion_mnist_embedded", 8), hidden_sizes=(32,), batch_size=128)
+    task = ImageMLPTask(
+        load_dataset("fashion_mnist_embedded", 8), hidden_sizes=(32,), batch_size=128
+    )
     params = task.init(jax.random.PRNGKey(0))
     assert params["layer_0"]["w"].shape == (64, 32)
 
@@ -74,4 +76,9 @@ def test_family_samples_differ_and_are_reproducible():
 def test_held_out_suites_exclude_the_default_task():
     for specs in HELD_OUT_SUITES.values():
         for s in specs:
-            assert (s.hidden_sizes, s.activation, s.image_size, s.batch_size) != ((32,), "relu", 8, 128)
+            assert (s.hidden_sizes, s.activation, s.image_size, s.batch_size) != (
+                (32,),
+                "relu",
+                8,
+                128,
+            )

@@ -13,12 +13,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from tasks import tfds_data
 from tasks.datasets import LUMINANCE, DatasetError, load, load_dataset
 from tasks.family import ImageMLPSpec
-
-from conftest import ROOT
 
 N_TRAIN, N_TEST = 120, 30
 
@@ -31,10 +30,16 @@ def _fabricate(rng, n, shape):
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfds")
     rng = np.random.default_rng(0)
-    data = {"cifar10": {"train": _fabricate(rng, N_TRAIN, (32, 32, 3)),
-                        "test": _fabricate(rng, N_TEST, (32, 32, 3))},
-            "mnist": {"train": _fabricate(rng, N_TRAIN, (28, 28, 1)),
-                      "test": _fabricate(rng, N_TEST, (28, 28, 1))}}
+    data = {
+        "cifar10": {
+            "train": _fabricate(rng, N_TRAIN, (32, 32, 3)),
+            "test": _fabricate(rng, N_TEST, (32, 32, 3)),
+        },
+        "mnist": {
+            "train": _fabricate(rng, N_TRAIN, (28, 28, 1)),
+            "test": _fabricate(rng, N_TEST, (28, 28, 1)),
+        },
+    }
     for name, splits in data.items():
         tfds_data.write_prepared(name, splits, root)
     return root, data
@@ -92,8 +97,9 @@ def test_resize_and_grayscale(prepared):
 def test_decoded_arrays_are_cached_and_a_damaged_cache_is_rebuilt(prepared, monkeypatch):
     root, data = prepared
     first = tfds_data.read_split("mnist", "train", root)
-    x_path, y_path = tfds_data._cache_paths("mnist", tfds_data.prepared_version_dir("mnist", root),
-                                           "train")
+    x_path, y_path = tfds_data._cache_paths(
+        "mnist", tfds_data.prepared_version_dir("mnist", root), "train"
+    )
     assert x_path.exists() and y_path.exists()
 
     def no_tfds(*args, **kwargs):
@@ -113,8 +119,14 @@ def test_image_mlp_task_on_a_tfds_dataset(prepared):
     import jax
 
     root, _ = prepared
-    spec = ImageMLPSpec(dataset="cifar10", image_size=8, grayscale=True, hidden_sizes=(16,),
-                        batch_size=8, data_dir=str(root))
+    spec = ImageMLPSpec(
+        dataset="cifar10",
+        image_size=8,
+        grayscale=True,
+        hidden_sizes=(16,),
+        batch_size=8,
+        data_dir=str(root),
+    )
     task = spec.build()
     assert spec.name == "mlp16_relu_cifar10_gray8_b8"
     params = task.init(jax.random.PRNGKey(0))
@@ -141,8 +153,7 @@ def test_reachability_needs_an_answer_and_is_bounded():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         t0 = time.perf_counter()
-        assert not tfds_data.reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/",
-                                       timeout=1.0)
+        assert not tfds_data.reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=1.0)
         assert time.perf_counter() - t0 < 2.0
         assert tfds_data.reachable(f"http://127.0.0.1:{server.server_port}/", timeout=5.0)
     finally:
@@ -154,14 +165,27 @@ def test_reachability_needs_an_answer_and_is_bounded():
 def _lopt(*args, env=None):
     cmd = [sys.executable, "-m", "meta_train.cli", *args]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
     return proc, time.perf_counter() - t0
 
 
 def test_offline_meta_train_fails_fast_with_one_line(tmp_path):
-    proc, seconds = _lopt("meta-train", "--config", "configs/cifar10_mlp.toml",
-                          "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"))
+    proc, seconds = _lopt(
+        "meta-train",
+        "--config",
+        "configs/cifar10_mlp.toml",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meta_train.training import scan_loop
 from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
+from meta_train.training import scan_loop
 
 CONFIGS = "configs/{}.toml"
 
@@ -54,8 +54,9 @@ def test_lr_schedule_truncated_es_decays_greedily_pes_finds_the_grid_optimum():
     system, pes = _final_theta("lr_schedule", "pes")
     _, tes = _final_theta("lr_schedule", "truncated_es")
     expected = jax.jit(jax.vmap(lambda th: noisy_quadratic_expected_loss(system, th)))
-    log_lr, decay = jnp.meshgrid(jnp.linspace(-4.0, 0.0, 81), jnp.linspace(0.0, 1.6, 81),
-                                 indexing="ij")
+    log_lr, decay = jnp.meshgrid(
+        jnp.linspace(-4.0, 0.0, 81), jnp.linspace(0.0, 1.6, 81), indexing="ij"
+    )
     grid = jnp.stack([log_lr.ravel(), decay.ravel()], 1)
     values = expected(grid)
     best = np.asarray(grid[jnp.argmin(values)])  # measured: (-2.0, 0.6), loss 0.117
@@ -66,12 +67,12 @@ def test_lr_schedule_truncated_es_decays_greedily_pes_finds_the_grid_optimum():
     assert tes_loss > pes_loss
 
 
-@pytest.mark.parametrize("kind", ["pes", "truncated_es", "nres", "full_es", "tbptt",
-                                  "full_bptt"])
+@pytest.mark.parametrize("kind", ["pes", "truncated_es", "nres", "full_es", "tbptt", "full_bptt"])
 def test_every_estimator_kind_runs_from_a_config(kind):
-    system, traj = scan_loop.run_named(CONFIGS.format("toy_regression"),
-                                       [f"estimator.kind={kind}", "train.steps=5",
-                                        "estimator.num_particles=4"])
+    system, traj = scan_loop.run_named(
+        CONFIGS.format("toy_regression"),
+        [f"estimator.kind={kind}", "train.steps=5", "estimator.num_particles=4"],
+    )
     thetas = np.asarray(traj.thetas)
     assert thetas.shape == (6, 2) and np.all(np.isfinite(thetas))
     assert np.any(thetas[-1] != thetas[0])

@@ -1,15 +1,13 @@
 import json
-import pathlib
 
 import jax
 import numpy as np
 import pytest
+from conftest import ROOT, TINY
 
 from meta_train import config as config_lib
-from meta_train.training.checkpoint import CheckpointError, Checkpointer
+from meta_train.training.checkpoint import Checkpointer, CheckpointError
 from meta_train.training.loop import meta_train
-
-from conftest import ROOT, TINY
 
 
 def _quiet(_msg):
@@ -45,6 +43,7 @@ def test_resume_matches_uninterrupted_run(full_run, tiny_config, tmp_path):
 
 def test_damaged_latest_checkpoint_falls_back_to_previous(full_run, tmp_path, capsys):
     import shutil
+
     ckpt_dir = tmp_path / "checkpoints"
     shutil.copytree(full_run.run_dir / "checkpoints", ckpt_dir)
     # Damage every data file of the newest checkpoint.
@@ -53,6 +52,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(full_run, tmp_path, ca
             f.write_bytes(b"\0garbage")
     from meta_train.builders import build_estimator, build_outer_optimizer, build_system
     from meta_train.training.outer_step import init_meta_state
+
     cfg = config_lib.load(full_run.run_dir / "config.toml")
     est = build_estimator(cfg, build_system(cfg))
     like = init_meta_state(est, build_outer_optimizer(cfg), cfg.train.seed)
@@ -68,10 +68,17 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_short_meta_training_lowers_the_eval_loss(tmp_path):
-    cfg = config_lib.load(ROOT / "configs" / "default.toml", TINY + [
-        "estimator.num_particles=8", "train.steps=100", "train.learning_rate=0.01",
-        "train.checkpoint_every=1000",
-        "train.eval_seeds=4"])
+    cfg = config_lib.load(
+        ROOT / "configs" / "default.toml",
+        TINY
+        + [
+            "estimator.num_particles=8",
+            "train.steps=100",
+            "train.learning_rate=0.01",
+            "train.checkpoint_every=1000",
+            "train.eval_seeds=4",
+        ],
+    )
     result = meta_train(cfg, tmp_path, progress=False, log=_quiet)
     before, after = result.eval_before["eval_loss"], result.eval_after["eval_loss"]
     assert after < before - 0.2, (before, after)

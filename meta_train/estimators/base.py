@@ -68,8 +68,15 @@ class Estimator(Protocol):
         ...
 
 
-def population_layout(num_particles: int, antithetic: bool) -> tuple[int, int]:
-    """``(num_signs, num_groups)`` of a population; ``ValueError`` if it cannot be laid out."""
+class Layout(NamedTuple):
+    """A population's leading axes ``[sign, group]``."""
+
+    num_signs: int  # 2 with antithetic pairs, else 1
+    num_groups: int  # pairs, or particles
+
+
+def population_layout(num_particles: int, antithetic: bool) -> Layout:
+    """The layout of a population; ``ValueError`` if it cannot be laid out."""
     if num_particles < 1:
         raise ValueError("num_particles must be >= 1")
     if antithetic:
@@ -77,14 +84,17 @@ def population_layout(num_particles: int, antithetic: bool) -> tuple[int, int]:
             raise ValueError(
                 f"antithetic sampling needs an even num_particles, got {num_particles}"
             )
-        return 2, num_particles // 2
-    return 1, num_particles
+        return Layout(2, num_particles // 2)
+    return Layout(1, num_particles)
 
 
 def particle_state_specs(state: ParticleState) -> ParticleState:
-    """Partition specs of a ``ParticleState``: every leaf split along its group axis."""
-    return ParticleState(
-        system_state=jax.tree.map(lambda _: P(None, PARTICLE_AXIS), state.system_state),
-        accumulator=jax.tree.map(lambda _: P(PARTICLE_AXIS), state.accumulator),
-        remaining=P(PARTICLE_AXIS),
+    """Partition specs of a ``ParticleState`` (a tree of specs shaped like it): every
+    leaf split along its group axis."""
+    return ParticleState._make(
+        (
+            jax.tree.map(lambda _: P(None, PARTICLE_AXIS), state.system_state),
+            jax.tree.map(lambda _: P(PARTICLE_AXIS), state.accumulator),
+            P(PARTICLE_AXIS),
+        )
     )

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from meta_train.estimators.base import Estimate, ParticleState, particle_state_specs
+from meta_train.estimators.base import Estimate, Layout, ParticleState, particle_state_specs
 from meta_train.estimators.episodes import init_particles
 from meta_train.estimators.execution import AUTO, check_population, unroll
 from meta_train.systems.base import MetaTrainableSystem
@@ -46,8 +46,8 @@ class TBPTT:
         check_population(self.num_particles, False, self.trunc_len, self.particle_chunk)
 
     @property
-    def layout(self) -> tuple[int, int]:
-        return (1, self.num_particles)
+    def layout(self) -> Layout:
+        return Layout(num_signs=1, num_groups=self.num_particles)
 
     @property
     def num_groups(self) -> int:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from meta_train.estimators.base import Layout
 from meta_train.pytree import all_finite
 from meta_train.systems.base import UnrolledSystem
 
@@ -62,8 +63,9 @@ class Truncation(NamedTuple):
 
 
 # Where the group axis is in each field (the shapes noted above).
-INPUT_GROUP_AXES = TruncationInputs(1, 1, 1, 0, 1, 1)
-OUTPUT_GROUP_AXES = Truncation(1, 0, StepRecord(2, 1, 1, 1))
+# (Trees of ints shaped like the named tuples: axis specs for vmap and slicing.)
+INPUT_GROUP_AXES = TruncationInputs._make((1, 1, 1, 0, 1, 1))
+OUTPUT_GROUP_AXES = Truncation._make((1, 0, StepRecord._make((2, 1, 1, 1))))
 
 
 def truncation(
@@ -113,7 +115,7 @@ def _theta_for(in_new_episode: jax.Array, theta_running: Any, theta_new: Any) ->
 
 
 def init_particles(
-    system: UnrolledSystem, theta: Any, layout: tuple[int, int], key: jax.Array, *, stagger: bool
+    system: UnrolledSystem, theta: Any, layout: Layout, key: jax.Array, *, stagger: bool
 ) -> tuple[Any, jax.Array]:
     """System states for a population (initialised under ``theta``) and ``remaining``.
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from meta_train.estimators.base import (
     Estimate,
+    Layout,
     ParticleState,
     particle_state_specs,
     population_layout,
@@ -73,13 +74,12 @@ class _PersistentES:
     # -- the contract (estimators.base.Estimator) --
 
     @property
-    def layout(self) -> tuple[int, int]:
-        """``(num_signs, num_groups)``."""
+    def layout(self) -> Layout:
         return population_layout(self.num_particles, self.antithetic)
 
     @property
     def num_groups(self) -> int:
-        return self.layout[1]
+        return self.layout.num_groups
 
     @property
     def steps_per_call(self) -> int:
@@ -101,7 +101,7 @@ class _PersistentES:
         return gaussian_like(k_eps, theta, self.sigma, (self.num_groups,))
 
     def estimate(self, theta: Any, state: ParticleState, key: jax.Array) -> Estimate:
-        num_signs = self.layout[0]
+        num_signs = self.layout.num_signs
         _, k_unroll = jax.random.split(key)
         eps = self.perturbations(theta, key)
         signs = signs_for(num_signs, jnp.result_type(jax.tree.leaves(theta)[0]))

@@ -30,7 +30,8 @@ batched alike, else up to the rounding of batched against unbatched matmuls):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,7 @@ def check_population(
     num_particles: int, antithetic: bool, trunc_len: int, particle_chunk: int
 ) -> None:
     """``ValueError`` naming the first unusable setting of an estimator's population."""
-    num_signs = population_layout(num_particles, antithetic)[0]
+    num_signs = population_layout(num_particles, antithetic).num_signs
     if trunc_len < 1:
         raise ValueError("trunc_len must be >= 1")
     if particle_chunk == AUTO:
@@ -144,12 +145,10 @@ def _in_chunks(system: UnrolledSystem, inputs: TruncationInputs, size: int) -> T
     if size >= groups:
         return unroll_vectorised(system, inputs)
 
-    def run(start, n, population: Truncation) -> Truncation:
-        """Groups [start, start + n), from the states in ``population``: chunks not yet
-        run are unchanged there, so the loop reads its carry, not the original."""
-        current = inputs._replace(
-            system_state=population.system_state, remaining=population.remaining
-        )
+    def run(start, n, system_state, remaining) -> Truncation:
+        """Groups [start, start + n), from the population's current states: chunks
+        not yet run are unchanged there, so the loop reads its carry, not the original."""
+        current = inputs._replace(system_state=system_state, remaining=remaining)
         part = _map_group_axis(
             lambda x, a: jax.lax.dynamic_slice_in_dim(x, start, n, a), INPUT_GROUP_AXES, current
         )
@@ -163,11 +162,11 @@ def _in_chunks(system: UnrolledSystem, inputs: TruncationInputs, size: int) -> T
             lambda b, v, a: jax.lax.dynamic_update_slice_in_dim(b, v, start, a),
             OUTPUT_GROUP_AXES,
             population,
-            run(start, n, population),
+            run(start, n, population.system_state, population.remaining),
         )
 
     records_shape = jax.eval_shape(
-        lambda: run(0, size, Truncation(inputs.system_state, inputs.remaining, None))
+        lambda: run(0, size, inputs.system_state, inputs.remaining)
     ).records
     records = _map_group_axis(
         lambda r, a: jnp.zeros(r.shape[:a] + (groups,) + r.shape[a + 1 :], r.dtype),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +27,13 @@ import numpy as np
 from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
 from meta_train.training import scan_loop
 
-NAMES = {"pes": "PES", "nres": "NRES", "truncated_es": "Truncated ES", "tbptt": "TBPTT",
-         "full_es": "Full ES"}
+NAMES = {
+    "pes": "PES",
+    "nres": "NRES",
+    "truncated_es": "Truncated ES",
+    "tbptt": "TBPTT",
+    "full_es": "Full ES",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,33 +51,42 @@ def _ib_loss(system):
 
 
 EXPERIMENTS = {
-    "influence_balancing": Experiment("influence_balancing",
-                                      ("pes", "nres", "truncated_es", "tbptt"),
-                                      "long-run loss", _ib_loss),
-    "toy_regression": Experiment("toy_regression",
-                                 ("pes", "nres", "full_es", "truncated_es", "tbptt"),
-                                 "summed loss over T = 100", lambda s: s.full_horizon_sum),
-    "lr_schedule": Experiment("lr_schedule", ("pes", "nres", "truncated_es", "tbptt"),
-                              "expected mean loss over T",
-                              lambda s: lambda th: noisy_quadratic_expected_loss(s, th)),
+    "influence_balancing": Experiment(
+        "influence_balancing", ("pes", "nres", "truncated_es", "tbptt"), "long-run loss", _ib_loss
+    ),
+    "toy_regression": Experiment(
+        "toy_regression",
+        ("pes", "nres", "full_es", "truncated_es", "tbptt"),
+        "summed loss over T = 100",
+        lambda s: s.full_horizon_sum,
+    ),
+    "lr_schedule": Experiment(
+        "lr_schedule",
+        ("pes", "nres", "truncated_es", "tbptt"),
+        "expected mean loss over T",
+        lambda s: lambda th: noisy_quadratic_expected_loss(s, th),
+    ),
 }
 
 
 def _losses(fn, thetas: np.ndarray, chunk: int = 512) -> np.ndarray:
     f = jax.jit(jax.vmap(fn))
-    return np.concatenate([np.asarray(f(jnp.asarray(thetas[i:i + chunk])))
-                           for i in range(0, len(thetas), chunk)])
+    return np.concatenate(
+        [np.asarray(f(jnp.asarray(thetas[i : i + chunk]))) for i in range(0, len(thetas), chunk)]
+    )
 
 
-def run_experiment(name: str, configs_dir: pathlib.Path, progress=print,
-                   overrides: list[str] = ()) -> dict:
+def run_experiment(
+    name: str, configs_dir: pathlib.Path, progress=print, overrides: Sequence[str] = ()
+) -> dict:
     exp = EXPERIMENTS[name]
     results = {}
     system = None
     for kind in exp.estimators:
         progress(f"{name}: {NAMES[kind]}")
-        system, traj = scan_loop.run_named(configs_dir / f"{exp.config}.toml",
-                                           [*overrides, f"estimator.kind={kind}"])
+        system, traj = scan_loop.run_named(
+            configs_dir / f"{exp.config}.toml", [*overrides, f"estimator.kind={kind}"]
+        )
         thetas = np.asarray(traj.thetas)
         results[kind] = {"thetas": thetas, "losses": _losses(exp.loss(system), thetas)}
     return {"system": system, "experiment": exp, "runs": results}
@@ -83,8 +97,15 @@ def _heatmap(ax, fn, xs, ys, log=True):
     values = _losses(fn, grid.astype(np.float32)).reshape(len(ys), len(xs))
     shown = np.log10(values) if log else values
     # Diverging corners would flatten the colours of the region that matters.
-    mesh = ax.pcolormesh(xs, ys, shown, shading="auto", cmap="viridis",
-                         vmin=np.nanmin(shown), vmax=np.nanpercentile(shown, 80))
+    mesh = ax.pcolormesh(
+        xs,
+        ys,
+        shown,
+        shading="auto",
+        cmap="viridis",
+        vmin=np.nanmin(shown),
+        vmax=np.nanpercentile(shown, 80),
+    )
     ax.figure.colorbar(mesh, ax=ax, label="log10 loss" if log else "loss")
     i = np.unravel_index(np.argmin(values), values.shape)
     ax.plot(xs[i[1]], ys[i[0]], "w*", ms=12, label=f"grid optimum {values[i]:.3g}")
@@ -93,6 +114,7 @@ def _heatmap(ax, fn, xs, ys, log=True):
 
 def plot(name: str, result: dict, out_dir: pathlib.Path) -> pathlib.Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -150,8 +172,13 @@ def plot(name: str, result: dict, out_dir: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def draw(names: list[str], out_dir: str | pathlib.Path, configs_dir: str | pathlib.Path,
-         progress=print, overrides: list[str] = ()) -> dict:
+def draw(
+    names: list[str],
+    out_dir: str | pathlib.Path,
+    configs_dir: str | pathlib.Path,
+    progress=print,
+    overrides: Sequence[str] = (),
+) -> dict:
     """Run and plot ``names``; returns the summary also written to ``summary.json``."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,10 +186,14 @@ def draw(names: list[str], out_dir: str | pathlib.Path, configs_dir: str | pathl
     for name in names:
         result = run_experiment(name, pathlib.Path(configs_dir), progress, list(overrides))
         path = plot(name, result, out_dir)
-        summary[name] = {kind: {"final_theta": r["thetas"][-1].tolist(),
-                                "final_loss": float(r["losses"][-1]),
-                                "loss": result["experiment"].loss_name}
-                         for kind, r in result["runs"].items()}
+        summary[name] = {
+            kind: {
+                "final_theta": r["thetas"][-1].tolist(),
+                "final_loss": float(r["losses"][-1]),
+                "loss": result["experiment"].loss_name,
+            }
+            for kind, r in result["runs"].items()
+        }
         progress(f"wrote {path}")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

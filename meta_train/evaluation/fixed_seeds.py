@@ -9,25 +9,31 @@ are ``meta_train.evaluation.held_out``.)
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from meta_train.runtime import xla_options
+from meta_train.systems.base import UnrolledSystem
 
 EVAL_KEY = 20211  # fixed, so every run and every theta is judged on the same seeds
 
 
-def training_curves(system, theta, key: jax.Array, num_seeds: int, num_steps: int) -> jax.Array:
+def training_curves(
+    system: UnrolledSystem, theta: Any, key: jax.Array, num_seeds: int, num_steps: int
+) -> jax.Array:
     """Per-step losses ``[num_seeds, num_steps]`` of fresh episodes run with ``theta``."""
+
     def one(k):
         k_init, k_steps = jax.random.split(k)
 
         def body(state, step_key):
             return system.step(theta, state, step_key)
 
-        _, losses = jax.lax.scan(body, system.init(theta, k_init),
-                                 jax.random.split(k_steps, num_steps))
+        _, losses = jax.lax.scan(
+            body, system.init(theta, k_init), jax.random.split(k_steps, num_steps)
+        )
         return losses
 
     return jax.vmap(one)(jax.random.split(key, num_seeds))
@@ -38,12 +44,13 @@ def _compiled_curves():  # built on first use: the options depend on the backend
     return xla_options.jit(training_curves, static_argnames=("num_seeds", "num_steps"))
 
 
-def evaluate(system, theta, num_seeds: int = 8, num_steps: int | None = None) -> dict:
+def evaluate(
+    system: UnrolledSystem, theta: Any, num_seeds: int = 8, num_steps: int | None = None
+) -> dict:
     """Mean and final per-step loss over ``num_seeds`` fixed seeds.
 
     Episodes last ``num_steps``, else the system's ``eval_horizon``, else its horizon.
     """
     num_steps = num_steps or getattr(system, "eval_horizon", system.horizon)
     curves = _compiled_curves()(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds, num_steps)
-    return {"eval_loss": float(jnp.mean(curves)),
-            "eval_final_loss": float(jnp.mean(curves[:, -1]))}
+    return {"eval_loss": float(jnp.mean(curves)), "eval_final_loss": float(jnp.mean(curves[:, -1]))}

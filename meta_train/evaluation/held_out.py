@@ -20,15 +20,17 @@ import json
 import math
 import pathlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learned_opt import SGDM, Adam
+from learned_opt import SGDM, Adam, LearnedOptimizer
 from meta_train.systems.inner_training import InnerState, init_inner, inner_step
 from tasks.family import ImageMLPSpec
+from tasks.image_mlp import ImageMLPTask
 
 BASELINE_GRIDS = {
     "adam": (Adam(), np.logspace(-4, -1, 7)),
@@ -38,7 +40,9 @@ MAX_EVAL_EXAMPLES = 2000
 CURVE_POINTS = 100
 
 
-def _curves_fn(task, lopt, num_seeds: int, num_steps: int, val_points: int):
+def _curves_fn(
+    task: ImageMLPTask, lopt: LearnedOptimizer, num_seeds: int, num_steps: int, val_points: int
+):
     """A jittable fn(thetas [L, ...], key) -> dict of [L, seeds, ...] arrays."""
     block = max(1, num_steps // val_points)
     blocks = num_steps // block
@@ -59,16 +63,22 @@ def _curves_fn(task, lopt, num_seeds: int, num_steps: int, val_points: int):
         state = init_inner(task, lopt, theta, k_init)
         state, (train, val) = jax.lax.scan(run_block, state, keys)
         params = state.params
-        return {"train_loss": train.reshape(-1), "val_loss": val,
-                "val_accuracy": task.accuracy(params, (x_val, y_val)),
-                "test_accuracy": task.accuracy(params, (x_test, y_test))}
+        return {
+            "train_loss": train.reshape(-1),
+            "val_loss": val,
+            "val_accuracy": task.accuracy(params, (x_val, y_val)),
+            "test_accuracy": task.accuracy(params, (x_test, y_test)),
+        }
 
     seeds = jax.random.split(jax.random.PRNGKey(0), num_seeds)  # same seeds for every optimizer
-    return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds)), block * np.arange(1, blocks + 1)
+    return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds)), block * np.arange(
+        1, blocks + 1
+    )
 
 
-def run_optimizer(task, lopt, thetas, num_seeds: int, num_steps: int,
-                  val_points: int) -> tuple[dict, float, np.ndarray]:
+def run_optimizer(
+    task, lopt, thetas, num_seeds: int, num_steps: int, val_points: int
+) -> tuple[dict, float, np.ndarray]:
     """Train with every theta in ``thetas`` (leading axis L). Returns host arrays,
     seconds per step (of the whole batch of runs, compile excluded), val steps."""
     fn, val_steps = _curves_fn(task, lopt, num_seeds, num_steps, val_points)
@@ -84,8 +94,9 @@ def _finite_or_none(x):
     return x if math.isfinite(x) else None
 
 
-def _summarise(out: dict, index: int, val_steps: np.ndarray, num_steps: int,
-               seconds: float) -> dict:
+def _summarise(
+    out: dict, index: int, val_steps: np.ndarray, num_steps: int, seconds: float
+) -> dict:
     """Per-optimizer record for the runs at grid ``index``: mean/std over seeds."""
     train = out["train_loss"][index]  # [seeds, steps]
     val = out["val_loss"][index]  # [seeds, val_points]
@@ -112,9 +123,15 @@ def _summarise(out: dict, index: int, val_steps: np.ndarray, num_steps: int,
     }
 
 
-def evaluate_suite(specs: dict[str, ImageMLPSpec], optimizers: dict[str, tuple[Any, Any]],
-                   *, steps: int, seeds: int, val_points: int = 10,
-                   progress: Callable[[str], None] | None = None) -> dict:
+def evaluate_suite(
+    specs: dict[str, ImageMLPSpec],
+    optimizers: dict[str, tuple[Any, Any]],
+    *,
+    steps: int,
+    seeds: int,
+    val_points: int = 10,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added tuned."""
     results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}}
     for task_name, spec in specs.items():
@@ -145,6 +162,7 @@ def evaluate_suite(specs: dict[str, ImageMLPSpec], optimizers: dict[str, tuple[A
 def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """``eval.json``, one PNG per task and ``summary.png``; returns the PNG paths."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -152,14 +170,16 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
     pngs = []
-    colours = {}
+    colours: dict[str, str] = {}
     for task_name, record in results["tasks"].items():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for name, r in record["optimizers"].items():
             c = colours.setdefault(name, f"C{len(colours)}")
             label = name + (f" (lr {r['learning_rate']:.2g})" if "learning_rate" in r else "")
-            for ax, xs, key in ((axes[0], r["curve_steps"], "train_loss"),
-                                (axes[1], r["val_steps"], "val_loss")):
+            for ax, xs, key in (
+                (axes[0], r["curve_steps"], "train_loss"),
+                (axes[1], r["val_steps"], "val_loss"),
+            ):
                 mean = np.array([np.nan if v is None else v for v in r[f"{key}_mean"]])
                 std = np.array([np.nan if v is None else v for v in r[f"{key}_std"]])
                 ax.plot(xs, mean, color=c, label=label)
@@ -182,12 +202,21 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks_)), 4))
     width = 0.8 / len(names)
     for j, name in enumerate(names):
-        vals = [results["tasks"][t]["optimizers"][name]["final_val_loss"]["mean"] or np.nan
-                for t in tasks_]
-        errs = [results["tasks"][t]["optimizers"][name]["final_val_loss"]["std"] or 0
-                for t in tasks_]
-        ax.bar(np.arange(len(tasks_)) + j * width, vals, width, yerr=errs, label=name,
-               color=colours.get(name))
+        vals = [
+            results["tasks"][t]["optimizers"][name]["final_val_loss"]["mean"] or np.nan
+            for t in tasks_
+        ]
+        errs = [
+            results["tasks"][t]["optimizers"][name]["final_val_loss"]["std"] or 0 for t in tasks_
+        ]
+        ax.bar(
+            np.arange(len(tasks_)) + j * width,
+            vals,
+            width,
+            yerr=errs,
+            label=name,
+            color=colours.get(name),
+        )
     ax.set_xticks(np.arange(len(tasks_)) + 0.4 - width / 2)
     ax.set_xticklabels(tasks_, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"validation loss after {results['steps']} steps")
@@ -211,7 +240,10 @@ def table(results: dict) -> str:
             r = results["tasks"][t]["optimizers"][n]
             v, a = r["final_val_loss"], r["test_accuracy"]
             lr = f" @{r['learning_rate']:.2g}" if "learning_rate" in r else ""
-            cells.append(f"{v['mean']:.3f}±{v['std']:.3f} ({100 * a['mean']:.1f}%){lr}"
-                         if v["mean"] is not None else "diverged")
+            cells.append(
+                f"{v['mean']:.3f}±{v['std']:.3f} ({100 * a['mean']:.1f}%){lr}"
+                if v["mean"] is not None
+                else "diverged"
+            )
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

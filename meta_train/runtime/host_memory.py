@@ -4,9 +4,9 @@ XLA's CPU runtime allocates each program's temporaries with ``malloc`` from
 its worker threads, and glibc gives every thread that contends for the heap
 an arena of its own (up to eight per core). Memory freed into one arena is
 not reused by another, so over the first few dozen outer iterations the
-process keeps a copy of the temporaries per arena: W1 at N = 8 settles at
-about 550 MB peak RSS of which about 200 MB is free heap. With two arenas it
-settles at about 470 MB at the same speed (``bench/w1.py``).
+process keeps a copy of the temporaries per arena, much of it free heap. Two
+arenas keep the peak lower at the same speed (``bench/w1.py`` reports peak
+RSS; docs/PERFORMANCE.md).
 
 ``limit_malloc_arenas`` must run before JAX starts its thread pools (arenas
 already made are kept); the CLI calls it first thing. It does nothing where

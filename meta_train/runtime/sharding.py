@@ -31,7 +31,8 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 PARTICLE_AXIS = "particles"  # the mesh axis the population's groups are split over
 
@@ -50,8 +51,9 @@ def particle_mesh(num_groups: int, devices=None) -> Mesh | None:
 
 def named(specs, mesh: Mesh):
     """``NamedSharding``s on ``mesh`` for a tree of ``PartitionSpec``s."""
-    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
-                        is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, P)
+    )
 
 
 def replicate(tree, mesh: Mesh):

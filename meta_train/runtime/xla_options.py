@@ -6,21 +6,20 @@ and reads it back for the bias, the ReLU and the next matmul. With
 ``xla_cpu_experimental_ynn_fusion_type = LIBRARY_FUSION_TYPE_DOT`` XLA passes
 the whole chain (matmul, bias, ReLU, matmul, ...) to YNNPACK as one graph,
 which runs it tile by tile in cache. The results are the same bit for bit
-(checked in ``tests/test_learned_opt.py``); the MLP over W1's 101,770
-parameters takes 2.9 ms instead of 5.5 ms (``bench/w1.py`` for the whole step).
+(checked in ``tests/test_learned_opt.py``) and the MLP runs in well under the
+time of separate calls (docs/PERFORMANCE.md).
 
 ``xla_cpu_use_fusion_emitters = False`` compiles XLA's loop fusions with its
-classic LLVM emitters instead of the MLIR ones. The MLIR emitters cost about
-1 MB of memory that is never returned and about 10 ms of compilation per
-fusion; the outer iteration has several hundred small fusions (one per state
-leaf for each slice, select and finiteness check), so W1's compilation took
-about 0.5 GB and 4.5 s with them and takes 0.1 GB and 3.3 s without, with the
-same step time (``bench/w1.py``).
+classic LLVM emitters instead of the MLIR ones, which keep memory that is
+never returned and take longer per fusion; the outer iteration has several
+hundred small fusions (one per state leaf for each slice, select and
+finiteness check), so this shrinks compilation's time and memory with the
+same step time (``bench/w1.py`` reports warm-up and peak memory).
 
 ``enable_compilation_cache()`` keeps compiled programs on disk (JAX's
 persistent compilation cache), so a second run with the same shapes loads its
-outer iteration instead of compiling it: W1's warm-up at N = 8 drops from
-about 8 s to about 5.5 s (``bench/w1.py`` reports both).
+outer iteration instead of compiling it (``bench/w1.py`` reports the warm-up
+with an empty and with a filled cache).
 
 Both options are XLA's own and may change, so each is probed once on a tiny
 program; a jaxlib that does not know one compiles without it rather than
@@ -37,8 +36,10 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
-               "xla_cpu_use_fusion_emitters": False}
+CPU_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+    "xla_cpu_use_fusion_emitters": False,
+}
 
 
 def _compiles_with(option: str, value) -> bool:
@@ -74,7 +75,7 @@ def enable_compilation_cache() -> str | None:
     default is ``~/.cache/lopt/xla``. A directory already set for JAX (e.g.
     ``$JAX_COMPILATION_CACHE_DIR``) is left as it is.
     """
-    current = jax.config.jax_compilation_cache_dir
+    current = jax.config.values.get("jax_compilation_cache_dir")
     if current:
         return current
     choice = os.environ.get(CACHE_ENV, "")

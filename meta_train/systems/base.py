@@ -23,7 +23,8 @@ import jax.numpy as jnp
 
 @runtime_checkable
 class UnrolledSystem(Protocol):
-    horizon: int
+    @property
+    def horizon(self) -> int: ...
 
     def init(self, theta: Any, key: jax.Array) -> Any: ...
 

@@ -18,10 +18,14 @@ import jax.numpy as jnp
 
 from meta_train.systems.base import cap_loss
 from tasks.base import Task
+from tasks.quadratic import NoisyQuadratic
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["task", "theta0"],
-                   meta_fields=["horizon", "tau", "meta_loss_split", "loss_cap"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["task", "theta0"],
+    meta_fields=["horizon", "tau", "meta_loss_split", "loss_cap"],
+)
 @dataclasses.dataclass(frozen=True)
 class LRScheduleSystem:
     task: Task
@@ -63,11 +67,13 @@ def noisy_quadratic_expected_loss(system: LRScheduleSystem, theta: jax.Array) ->
     heatmaps use it.
     """
     task = system.task
+    if not isinstance(task, NoisyQuadratic):
+        raise TypeError(f"the expected loss is known for a NoisyQuadratic task, not {task!r}")
     h = task.curvatures
 
     def body(v, t):
         lr = system.learning_rate(theta, t.astype(h.dtype))
-        v = (1.0 - lr * h) ** 2 * v + lr ** 2 * task.noise_scale ** 2
+        v = (1.0 - lr * h) ** 2 * v + lr**2 * task.noise_scale**2
         return v, 0.5 * jnp.sum(h * v)
 
     _, losses = jax.lax.scan(body, jnp.ones_like(h), jnp.arange(system.horizon))

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["a", "b", "target"], meta_fields=["horizon"])
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["a", "b", "target"], meta_fields=["horizon"]
+)
 @dataclasses.dataclass(frozen=True)
 class LinearQuadratic:
     """``s_{t+1} = A s_t + B theta``, ``L_t = 0.5 |s_{t+1} - target|^2``, ``s_0 = 0``.
@@ -31,29 +32,41 @@ class LinearQuadratic:
     horizon: int
 
     @classmethod
-    def create(cls, key: jax.Array, state_dim: int = 3, theta_dim: int = 2,
-               horizon: int = 10, dtype=jnp.float64) -> "LinearQuadratic":
+    def create(
+        cls,
+        key: jax.Array,
+        state_dim: int = 3,
+        theta_dim: int = 2,
+        horizon: int = 10,
+        dtype=jnp.float64,
+    ) -> LinearQuadratic:
         ka, kb, kt = jax.random.split(key, 3)
         # Spectral radius < 1 so the losses stay bounded over long horizons.
         a = jax.random.normal(ka, (state_dim, state_dim), dtype)
         a = 0.9 * a / jnp.max(jnp.abs(jnp.linalg.eigvals(a)))
-        return cls(a=a.astype(dtype), b=jax.random.normal(kb, (state_dim, theta_dim), dtype),
-                   target=jax.random.normal(kt, (state_dim,), dtype), horizon=horizon)
+        return cls(
+            a=a.astype(dtype),
+            b=jax.random.normal(kb, (state_dim, theta_dim), dtype),
+            target=jax.random.normal(kt, (state_dim,), dtype),
+            horizon=horizon,
+        )
 
-    def init(self, theta: jax.Array, key: jax.Array) -> jax.Array:
+    def init(self, theta: jax.Array, key: jax.Array | None) -> jax.Array:
         del theta, key
         return jnp.zeros_like(self.target)
 
-    def step(self, theta: jax.Array, state: jax.Array, key: jax.Array):
+    def step(self, theta: jax.Array, state: jax.Array, key: jax.Array | None):
         del key
         state = self.a @ state + self.b @ theta
         return state, 0.5 * jnp.sum((state - self.target) ** 2)
 
     def full_horizon_loss(self, theta: jax.Array) -> jax.Array:
         """Mean per-step loss over one whole episode (the ES/PES target)."""
+
         def body(s, _):
             s, loss = self.step(theta, s, None)
             return s, loss
+
         _, losses = jax.lax.scan(body, self.init(theta, None), None, length=self.horizon)
         return jnp.mean(losses)
 
@@ -61,8 +74,11 @@ class LinearQuadratic:
 NO_RESET = 2**30  # a horizon no run reaches: the episode never ends
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["theta0"],
-                   meta_fields=["horizon", "state_dim", "num_positive", "eval_horizon"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["theta0"],
+    meta_fields=["horizon", "state_dim", "num_positive", "eval_horizon"],
+)
 @dataclasses.dataclass(frozen=True)
 class InfluenceBalancing:
     """The influence-balancing system (Tallec & Ollivier 2017; PES paper, sec. 5.1).
@@ -90,11 +106,11 @@ class InfluenceBalancing:
         del key
         return jnp.asarray(self.theta0)
 
-    def init(self, theta: jax.Array, key: jax.Array) -> jax.Array:
+    def init(self, theta: jax.Array, key: jax.Array | None) -> jax.Array:
         del key
         return jnp.ones((self.state_dim,), jnp.result_type(theta))
 
-    def step(self, theta: jax.Array, state: jax.Array, key: jax.Array):
+    def step(self, theta: jax.Array, state: jax.Array, key: jax.Array | None):
         del key
         sign = jnp.where(jnp.arange(self.state_dim) < self.num_positive, 1.0, -1.0)
         shifted = jnp.concatenate([state[1:], jnp.zeros((1,), state.dtype)])
@@ -102,8 +118,9 @@ class InfluenceBalancing:
         return state, 0.5 * (state[0] - 1.0) ** 2
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["theta0"],
-                   meta_fields=["horizon"])
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["theta0"], meta_fields=["horizon"]
+)
 @dataclasses.dataclass(frozen=True)
 class ToyRegression:
     """The PES paper's 2-D toy problem: tune a linear learning-rate schedule of SGD.
@@ -126,14 +143,18 @@ class ToyRegression:
 
     @staticmethod
     def inner_loss(x: jax.Array) -> jax.Array:
-        return (jnp.sqrt(x[0] ** 2 + 5.0) - jnp.sqrt(5.0)
-                + jnp.sin(x[1]) ** 2 * jnp.exp(-5.0 * x[0] ** 2) + 0.25 * jnp.abs(x[1] - 100.0))
+        return (
+            jnp.sqrt(x[0] ** 2 + 5.0)
+            - jnp.sqrt(5.0)
+            + jnp.sin(x[1]) ** 2 * jnp.exp(-5.0 * x[0] ** 2)
+            + 0.25 * jnp.abs(x[1] - 100.0)
+        )
 
-    def init(self, theta: jax.Array, key: jax.Array):
+    def init(self, theta: jax.Array, key: jax.Array | None):
         del key
         return jnp.ones((2,), jnp.result_type(theta)), jnp.zeros((), jnp.int32)
 
-    def step(self, theta: jax.Array, state, key: jax.Array):
+    def step(self, theta: jax.Array, state, key: jax.Array | None):
         del key
         x, t = state
         frac = t.astype(x.dtype) / self.horizon
@@ -143,7 +164,9 @@ class ToyRegression:
 
     def full_horizon_sum(self, theta: jax.Array) -> jax.Array:
         """The paper's meta-loss: the sum of ``L_t`` over one episode."""
+
         def body(s, _):
             return self.step(theta, s, None)
+
         _, losses = jax.lax.scan(body, self.init(theta, None), None, length=self.horizon)
         return jnp.sum(losses)

@@ -28,6 +28,7 @@ def _ocp():
     # Imported on first use: Orbax is slow to import, and a process that only
     # runs outer steps (bench/, a library user) never checkpoints.
     import orbax.checkpoint as ocp
+
     return ocp
 
 
@@ -41,8 +42,10 @@ class Checkpointer:
         ocp = _ocp()
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=True))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+            ),
+        )
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -51,8 +54,12 @@ class Checkpointer:
         """Start an asynchronous save of ``state`` (a copy: the caller may donate
         ``state``'s buffers to its next outer step while the save runs)."""
         ocp = _ocp()
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_copy(state)), config=ocp.args.JsonSave(config)))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_copy(state)), config=ocp.args.JsonSave(config)
+            ),
+        )
 
     def restore(self, like: Any, step: int | None = None) -> tuple[int, Any, dict]:
         """Restore into the structure of ``like`` (arrays or ``jax.ShapeDtypeStruct``s);
@@ -66,16 +73,23 @@ class Checkpointer:
         problems = []
         for s in steps:
             try:
-                out = self._manager.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
+                out = self._manager.restore(
+                    s,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()
+                    ),
+                )
                 if jax.tree.structure(out.state) != jax.tree.structure(like):
                     raise CheckpointError("its contents do not match this run's structure")
                 return s, out.state, out.config
             except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
                 reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
                 problems.append(f"step {s}: {reason}")
-                print(f"warning: checkpoint step {s} in {self.directory} is damaged "
-                      f"({reason}); trying the previous one", file=sys.stderr)
+                print(
+                    f"warning: checkpoint step {s} in {self.directory} is damaged "
+                    f"({reason}); trying the previous one",
+                    file=sys.stderr,
+                )
         raise CheckpointError(f"no usable checkpoint in {self.directory}: " + "; ".join(problems))
 
     def wait(self) -> None:

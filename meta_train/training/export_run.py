@@ -1,16 +1,20 @@
-"""Read theta out of a meta-training run and write it as a standalone artifact."""
+"""Optimizers out of runs: theta from a run's checkpoint, as a standalone artifact,
+and the one lookup (artifact path, run directory or shipped name) that ``lopt eval`` uses."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import jax
 
 import learned_opt
+from learned_opt.export import OptimizerFileError
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
-from meta_train.training.checkpoint import CheckpointError, Checkpointer
+from meta_train.systems import LearnedOptimizerSystem
+from meta_train.training.checkpoint import Checkpointer, CheckpointError
 from meta_train.training.outer_step import fresh_meta_state
 
 
@@ -23,16 +27,25 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if config.task.kind != "image_mlp":
         raise config_lib.ConfigError(
             f"{run_dir} meta-trained task.kind = {config.task.kind!r}, whose theta is not an "
-            "optimizer; only image_mlp runs can be exported")
+            "optimizer; only image_mlp runs can be exported"
+        )
     system = build_system(config)
+    assert isinstance(system, LearnedOptimizerSystem)  # image_mlp, checked above
     estimator = build_estimator(config, system)
     # Only the structure is needed as the restore target: no particle is built.
-    like = jax.eval_shape(lambda: fresh_meta_state(estimator, build_outer_optimizer(config),
-                                                   jax.random.PRNGKey(config.train.seed)))
+    like = jax.eval_shape(
+        lambda: fresh_meta_state(
+            estimator, build_outer_optimizer(config), jax.random.PRNGKey(config.train.seed)
+        )
+    )
     step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
-    card = {"meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
-            "estimator": config_lib.to_dict(config)["estimator"],
-            "config_name": config.name, "outer_steps": int(step), "run_dir": str(run_dir)}
+    card = {
+        "meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
+        "estimator": config_lib.to_dict(config)["estimator"],
+        "config_name": config.name,
+        "outer_steps": int(step),
+        "run_dir": str(run_dir),
+    }
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         evals = [json.loads(x) for x in metrics.read_text().splitlines() if "eval_loss" in x]
@@ -46,3 +59,28 @@ def theta_from_run(run_dir: str | pathlib.Path):
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
     lopt, theta, card = theta_from_run(run_dir)
     return learned_opt.save(out, lopt, theta, card)
+
+
+# The optimizers shipped with the package (checkpoints/ at the repository's top).
+SHIPPED = pathlib.Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+
+
+def resolve_optimizer(name: str) -> tuple[Any, Any]:
+    """An artifact path, a run directory, or the name of a shipped optimizer."""
+    path = pathlib.Path(name)
+    if (path / "config.toml").exists() and (path / "checkpoints").exists():
+        lopt, theta, _ = theta_from_run(path)
+        return lopt, theta
+    if not path.exists() and (SHIPPED / name).is_dir():
+        path = SHIPPED / name
+    if not path.exists():
+        raise OptimizerFileError(
+            f"{name}: no such artifact, run directory or shipped optimizer "
+            f"(shipped: {', '.join(shipped_names()) or 'none'})"
+        )
+    lopt, theta, _ = learned_opt.load(path)
+    return lopt, theta

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.evaluation.fixed_seeds import evaluate
+from meta_train.systems.base import UnrolledSystem
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, now, theta_values
@@ -33,7 +35,7 @@ class RunResult:
     seconds: float
 
 
-def _evaluator(system, num_seeds: int) -> Callable[[Any], dict]:
+def _evaluator(system: UnrolledSystem, num_seeds: int) -> Callable[[Any], dict]:
     def evaluate_theta(theta) -> dict:
         # Evaluation is one device's work: a theta replicated by sharded outer steps
         # would compile evaluation again and run it on every device, so it gets
@@ -87,10 +89,10 @@ def meta_train(
         for step in range(start_step + 1, tc.steps + 1):
             t0 = now()
             state, metrics = outer_step(step_estimator, state)
-            metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+            values: dict[str, float] = {k: v.item() for k, v in jax.device_get(metrics).items()}
             rate.add(now() - t0)
             if step % tc.log_every == 0 or step == tc.steps:
-                record = {"step": step, **metrics, "particle_steps_per_s": rate.rate,
+                record = {"step": step, **values, "particle_steps_per_s": rate.rate,
                           "seconds": now() - t_start}  # fmt: skip
                 theta = theta_values(state.theta)  # toy systems: log the trajectory
                 metrics_log.write(record if theta is None else {**record, "theta": theta})
@@ -98,7 +100,7 @@ def meta_train(
                 metrics_log.write({"step": step, **evaluate_theta(state.theta)})
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 checkpointer.save(step, state, config_json)
-            bar.update(metrics["meta_loss"], rate.rate)
+            bar.update(values["meta_loss"], rate.rate)
         eval_after = evaluate_theta(state.theta)
         metrics_log.write({"step": int(state.step), **eval_after})
     finally:

@@ -12,17 +12,19 @@ docs/ARCHITECTURE.md for the whole iteration.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from meta_train.estimators.base import Estimator
 from meta_train.pytree import all_finite
 from meta_train.runtime import xla_options
 from meta_train.runtime.sharding import named, particle_mesh, replicate
-from jax.sharding import Mesh, PartitionSpec as P
 
 
 class MetaState(NamedTuple):
@@ -112,12 +114,14 @@ def meta_state_shardings(estimator: Estimator, state: MetaState, mesh: Mesh) -> 
     """Where each part of ``state`` lives: the estimator's state as the estimator
     says (``partition_specs``), everything else replicated."""
     replicated = P()
-    specs = MetaState(
-        step=replicated,
-        theta=jax.tree.map(lambda _: replicated, state.theta),
-        outer_opt_state=jax.tree.map(lambda _: replicated, state.outer_opt_state),
-        estimator_state=estimator.partition_specs(state.estimator_state),
-        key=replicated,
+    specs = MetaState._make(  # a tree of specs shaped like the state
+        (
+            replicated,
+            jax.tree.map(lambda _: replicated, state.theta),
+            jax.tree.map(lambda _: replicated, state.outer_opt_state),
+            estimator.partition_specs(state.estimator_state),
+            replicated,
+        )
     )
     return named(specs, mesh)
 

@@ -8,6 +8,7 @@ the paper's toy experiments and by ``lopt figures``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +38,7 @@ def run(config: config_lib.Config) -> tuple[Any, Trajectory]:
         def body(state, _):
             new, metrics = step(estimator, state)
             return new, (new.theta, metrics["meta_loss"], metrics["skipped"])
+
         return jax.lax.scan(body, state, None, length=config.train.steps)
 
     _, (thetas, losses, skipped) = scan(estimator, state)
@@ -44,5 +46,5 @@ def run(config: config_lib.Config) -> tuple[Any, Trajectory]:
     return system, Trajectory(thetas, losses, skipped)
 
 
-def run_named(path, overrides: list[str] = ()) -> tuple[Any, Trajectory]:
+def run_named(path, overrides: Sequence[str] = ()) -> tuple[Any, Trajectory]:
     return run(config_lib.load(path, list(overrides)))
