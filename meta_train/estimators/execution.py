@@ -29,6 +29,7 @@ batched alike, else up to the rounding of batched against unbatched matmuls):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -120,9 +121,7 @@ def unroll(
     num_signs = jax.tree.leaves(state.system_state)[0].shape[0]
     size = groups if chunk == 0 else max(1, chunk // num_signs)  # groups per chunk
 
-    def local(system, inputs):
-        return _in_chunks(system, inputs, size)
-
+    local = functools.partial(_in_chunks, size=size)
     out = _on_particle_mesh(local, groups)(system, inputs)
     return Unrolled(
         out.system_state,

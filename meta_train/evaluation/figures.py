@@ -2,7 +2,7 @@
 
 For each experiment (a shipped config) every listed estimator meta-trains from
 the same start with the config's settings (``--set estimator.kind=...``), as one
-compiled scan (``meta_train.scan_loop``). Drawn as PNG:
+compiled scan (``meta_train.training.scan_loop``). Drawn as PNG:
 
 * ``influence_balancing.png``: theta and the long-run loss against outer iteration;
 * ``toy_regression.png``: summed meta-loss against outer iteration, and the
