@@ -1,1 +1,3 @@
-"""Unrolled systems, gradient estimators, the outer loop, checkpoints and the CLI."""
+"""Meta-training: ``systems`` (what is unrolled), ``estimators`` (the meta-gradient),
+``training`` (the outer loop), ``evaluation``, ``runtime`` (how it runs on the
+machine), ``cli``; see docs/ARCHITECTURE.md."""

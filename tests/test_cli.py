@@ -23,10 +23,31 @@ def _lopt(*args, cwd=ROOT, timeout=300):
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
+    """A tiny run started from a directory outside the repository, by config name."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
     out = tmp_path_factory.mktemp("cli") / "run"
     sets = [a for s in TINY + ["train.steps=4", "train.checkpoint_every=2"] for a in ("--set", s)]
-    proc = _lopt("meta-train", "--config", "configs/default.toml", *sets, "--out", str(out))
+    proc = _lopt("meta-train", "--config", "default", *sets, "--out", str(out), cwd=elsewhere)
     return proc, out
+
+
+def _event_scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of the TensorBoard event files in ``tb_dir``, read record by record
+    (TFRecord framing: length, its CRC, the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
 
 
 def test_meta_train_end_to_end(cli_run):
@@ -38,6 +59,37 @@ def test_meta_train_end_to_end(cli_run):
     assert max(r["step"] for r in records) == 4
     assert (out / "config.toml").exists()
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert (out / "report.png").stat().st_size > 10_000
+    # Every scalar of metrics.jsonl is in TensorBoard, at its step, with its value.
+    scalars = _event_scalars(out / "tb")
+    for key in ("meta_loss", "grad_norm", "nonfinite_resets", "particle_steps_per_s", "eval_loss"):
+        logged = [(r["step"], r[key]) for r in records if key in r]
+        assert [s for s, _ in scalars[key]] == [s for s, _ in logged], key
+        assert [v for _, v in scalars[key]] == pytest.approx([v for _, v in logged], rel=1e-6)
+
+
+def test_report_redraws_a_run_and_refuses_a_directory_without_one(cli_run, tmp_path):
+    _, out = cli_run
+    (out / "report.png").unlink()
+    proc = _lopt("report", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report.png").stat().st_size > 10_000
+    proc = _lopt("report", str(tmp_path))
+    assert proc.returncode == 2 and "holds no run" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
+    proc = _lopt("meta-train", "--config", "defualt", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no shipped config of that name" in proc.stderr and "default" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_version():
+    proc = _lopt("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("lopt 0.")
 
 
 def test_resume_extends_a_run(cli_run):
@@ -124,10 +176,11 @@ def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_list_shows_configs_datasets_and_suites():
-    proc = _lopt("list")
+def test_list_shows_configs_datasets_and_suites(tmp_path):
+    proc = _lopt("list", cwd=tmp_path)  # shipped configs and optimizers from anywhere
     assert proc.returncode == 0, proc.stderr
-    for word in ("configs/default.toml", "fashion_mnist", "held-out", "estimator.num_particles"):
+    for word in ("default, influence_balancing", "shipped optimizers: default_mlp",
+                 "fashion_mnist", "held-out", "estimator.num_particles"):  # fmt: skip
         assert word in proc.stdout
 
 
@@ -171,3 +224,12 @@ def test_figures_draws_pngs_and_a_summary(tmp_path):
     assert "toy_regression       pes" in proc.stdout
     proc = _lopt("figures", "--experiments", "cartpole", "--out", str(tmp_path))
     assert proc.returncode == 2 and "unknown experiment 'cartpole'" in proc.stderr
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    lopt = "lopt" if shutil.which("lopt") else f"{sys.executable} -m meta_train.cli"
+    proc = subprocess.run(
+        f"{lopt} list | head -1", shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.startswith("configs")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

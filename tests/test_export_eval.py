@@ -148,4 +148,5 @@ def test_cli_export_and_eval(full_run, tmp_path):
     assert "| task | learned | adam | sgdm |" in proc.stdout
     proc = _lopt("eval", "--optimizer", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no such artifact" in proc.stderr
+    assert "shipped: default_mlp" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ import jax
 import learned_opt
 from learned_opt.export import OptimizerFileError
 from meta_train import config as config_lib
+from meta_train import resources
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.systems import LearnedOptimizerSystem
 from meta_train.training.checkpoint import Checkpointer, CheckpointError
@@ -61,26 +62,19 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.
     return learned_opt.save(out, lopt, theta, card)
 
 
-# The optimizers shipped with the package (checkpoints/ at the repository's top).
-SHIPPED = pathlib.Path(__file__).resolve().parents[2] / "checkpoints"
-
-
-def shipped_names() -> list[str]:
-    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
-
-
 def resolve_optimizer(name: str) -> tuple[Any, Any]:
     """An artifact path, a run directory, or the name of a shipped optimizer."""
     path = pathlib.Path(name)
     if (path / "config.toml").exists() and (path / "checkpoints").exists():
         lopt, theta, _ = theta_from_run(path)
         return lopt, theta
-    if not path.exists() and (SHIPPED / name).is_dir():
-        path = SHIPPED / name
+    shipped = resources.checkpoints_dir() / name
+    if not path.exists() and shipped.is_dir():
+        path = shipped
     if not path.exists():
         raise OptimizerFileError(
             f"{name}: no such artifact, run directory or shipped optimizer "
-            f"(shipped: {', '.join(shipped_names()) or 'none'})"
+            f"(shipped: {', '.join(resources.optimizer_names()) or 'none'})"
         )
     lopt, theta, _ = learned_opt.load(path)
     return lopt, theta

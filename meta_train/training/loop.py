@@ -19,6 +19,8 @@ import jax
 from meta_train import config as config_lib
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.evaluation.fixed_seeds import evaluate
+from meta_train.evaluation.report import ReportError, draw_report
+from meta_train.runtime.profiling import StepTrace
 from meta_train.systems.base import UnrolledSystem
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
@@ -52,8 +54,14 @@ def meta_train(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    profile_steps: int = 0,
 ) -> RunResult:
-    """Meta-train as ``config`` says, writing metrics, config and checkpoints to ``run_dir``."""
+    """Meta-train as ``config`` says, writing metrics (``metrics.jsonl``, ``tb/``), the
+    config, checkpoints and ``report.png`` to ``run_dir``.
+
+    ``profile_steps > 0`` traces that many outer steps after the first (which
+    compiles) with ``jax.profiler`` into ``run_dir/profile``.
+    """
     t_start = now()
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,7 @@ def meta_train(
         log(f"resumed {run_dir} from outer step {step}")
     (run_dir / "config.toml").write_text(config_lib.dumps(config))
     config_json = config_lib.to_dict(config)
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl", append=resume)
+    metrics_log = MetricsLog(run_dir, append=resume, log=log)
     evaluate_theta = _evaluator(system, tc.eval_seeds)
 
     start_step = int(state.step)
@@ -85,12 +93,15 @@ def meta_train(
     outer_step = make_outer_step(outer_opt, shardings)
     bar = Progress(tc.steps, start_step, progress)
     rate = StepRate(estimator.steps_per_call)
+    trace = StepTrace(run_dir / "profile", first=start_step + 2, count=profile_steps)
     try:
         for step in range(start_step + 1, tc.steps + 1):
+            trace.before(step)
             t0 = now()
             state, metrics = outer_step(step_estimator, state)
             values: dict[str, float] = {k: v.item() for k, v in jax.device_get(metrics).items()}
             rate.add(now() - t0)
+            trace.after(step)
             if step % tc.log_every == 0 or step == tc.steps:
                 record = {"step": step, **values, "particle_steps_per_s": rate.rate,
                           "seconds": now() - t_start}  # fmt: skip
@@ -104,13 +115,19 @@ def meta_train(
         eval_after = evaluate_theta(state.theta)
         metrics_log.write({"step": int(state.step), **eval_after})
     finally:
+        trace.close()
         bar.close()
         checkpointer.close()
         metrics_log.close()
+        try:
+            draw_report(run_dir)  # also for a run that stopped early
+        except ReportError:
+            pass  # stopped before anything was logged
     seconds = now() - t_start
     log(
         f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
         + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
     )
-    log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir}")
+    log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir} "
+        f"(report.png; TensorBoard: tensorboard --logdir {run_dir / 'tb'})")  # fmt: skip
     return RunResult(run_dir, state.theta, eval_before, eval_after, rate.rate, seconds)

@@ -1,4 +1,5 @@
-"""What a run tells its user: ``metrics.jsonl``, the progress bar, the step rate."""
+"""What a run tells its user: ``metrics.jsonl`` and TensorBoard files, the progress bar,
+the step rate."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,17 +17,51 @@ SMALL_THETA = 16  # a theta this small is written to metrics.jsonl at every logg
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``, flushed as written."""
+    """A run's records: one JSON object per line of ``RUN/metrics.jsonl``, flushed as
+    written, and the same scalars as TensorBoard event files in ``RUN/tb/``."""
 
-    def __init__(self, path: pathlib.Path, append: bool):
-        self._file = path.open("a" if append else "w")
+    def __init__(self, run_dir: pathlib.Path, append: bool, log: Callable[[str], None] = print):
+        self._file = (run_dir / "metrics.jsonl").open("a" if append else "w")
+        self._tensorboard = _open_tensorboard(run_dir / "tb", log)
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.write(record)
 
     def close(self) -> None:
         self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+class _TensorBoard:
+    """Every numeric field of every record as a TensorBoard scalar at its step, in
+    ``RUN/tb/`` (tensorboardX: no TensorFlow needed)."""
+
+    def __init__(self, directory: pathlib.Path):
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=str(directory), flush_secs=10)
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _open_tensorboard(directory: pathlib.Path, log: Callable[[str], None]) -> _TensorBoard | None:
+    try:
+        return _TensorBoard(directory)
+    except ImportError:  # an install without the writer: metrics.jsonl still has everything
+        log("TensorBoard files are not written: pip install tensorboardX (metrics.jsonl has "
+            "every scalar)")  # fmt: skip
+        return None
 
 
 class StepRate:

@@ -1,0 +1,200 @@
+"""What each ``lopt`` command does (``meta_train.cli.parser`` defines their arguments).
+
+Each ``cmd_*`` takes the parsed arguments and returns an exit status; errors a
+user can fix raise one of ``USER_ERRORS``, which ``meta_train.cli.main``
+prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from learned_opt.export import OptimizerFileError
+from meta_train import config as config_lib
+from meta_train import resources
+from meta_train.config import ConfigError
+from meta_train.evaluation.report import ReportError
+from meta_train.training.checkpoint import CheckpointError
+from tasks.datasets import DatasetError
+
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    OptimizerFileError,
+    ReportError,
+    FileExistsError,
+)
+RESUME_OVERRIDABLE = "train."
+
+
+def _config_file(name_or_path: str) -> pathlib.Path:
+    path = resources.find_config(name_or_path)
+    if path is None:
+        raise ConfigError(
+            f"--config {name_or_path!r}: no such file and no shipped config of that name; "
+            f"shipped: {', '.join(resources.config_names()) or 'none'}"
+        )
+    return path
+
+
+def _fresh_run_dir(name: str) -> pathlib.Path:
+    base = pathlib.Path("runs") / name
+    candidate, n = base, 1
+    while (candidate / "checkpoints").exists():
+        candidate = base.with_name(f"{name}-{n}")
+        n += 1
+    return candidate
+
+
+def apply_cpu_devices(count: int) -> None:
+    from meta_train.runtime.sharding import use_cpu_devices
+
+    try:
+        use_cpu_devices(count)  # before anything starts JAX's backend
+    except ValueError as e:  # main() called in a process that already uses JAX
+        raise ConfigError(f"--cpu-devices: {e}") from None
+
+
+def cmd_meta_train(args: argparse.Namespace) -> int:
+    from meta_train.training.loop import meta_train
+
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out DIR, the run to continue")
+        run_dir = pathlib.Path(args.out)
+        saved = run_dir / "config.toml"
+        if not saved.exists():
+            raise CheckpointError(f"{run_dir} holds no run to resume (no config.toml)")
+        bad = [s for s in args.set if not s.strip().startswith(RESUME_OVERRIDABLE)]
+        if bad:
+            raise ConfigError(f"on --resume only train.* keys may be changed, not {bad[0]!r}")
+        config = config_lib.load(saved, args.set)
+    else:
+        config = config_lib.load(_config_file(args.config), args.set)
+        if args.out is None:
+            run_dir = _fresh_run_dir(config.name)
+        else:
+            run_dir = pathlib.Path(args.out)
+            if (run_dir / "checkpoints").exists():
+                raise ConfigError(
+                    f"{run_dir} already holds a run; pass --resume to continue "
+                    "it or choose another --out"
+                )
+    meta_train(
+        config,
+        run_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        profile_steps=args.profile,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from meta_train.training.export_run import export_run
+
+    path = export_run(args.run, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from meta_train.evaluation import held_out
+    from tasks.family import HELD_OUT_SUITES
+
+    if args.tasks not in HELD_OUT_SUITES:
+        raise ConfigError(f"unknown task suite {args.tasks!r}; valid: {', '.join(HELD_OUT_SUITES)}")
+    if args.steps < 10 or args.seeds < 1:
+        raise ConfigError("--steps must be >= 10 and --seeds >= 1")
+    from meta_train.training.export_run import resolve_optimizer
+
+    lopt, theta = resolve_optimizer(args.optimizer)
+    specs = {s.name: s for s in HELD_OUT_SUITES[args.tasks]}
+    total = len(specs) * (1 + len(held_out.BASELINE_GRIDS))
+    with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
+
+        def progress(msg):
+            bar.set_postfix_str(msg)
+            bar.update(1)
+
+        results = held_out.evaluate_suite(
+            specs, {"learned": (lopt, theta)}, steps=args.steps, seeds=args.seeds, progress=progress
+        )
+    results["optimizer"] = str(args.optimizer)
+    results["suite"] = args.tasks
+    out = pathlib.Path(args.out or pathlib.Path("runs") / "eval")
+    pngs = held_out.write_outputs(results, out)
+    print(held_out.table(results))
+    print(f"wrote {out / 'eval.json'} and {len(pngs)} plots")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from meta_train.evaluation import figures
+
+    names = [n.strip() for n in args.experiments.split(",") if n.strip()]
+    unknown = [n for n in names if n not in figures.EXPERIMENTS]
+    if unknown or not names:
+        raise ConfigError(
+            f"unknown experiment {unknown[0] if unknown else ''!r}; valid: "
+            + ", ".join(figures.EXPERIMENTS)
+        )
+    summary = figures.draw(
+        names, args.out, resources.configs_dir(), progress=print, overrides=args.set
+    )
+    for name, runs in summary.items():
+        for kind, r in runs.items():
+            theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
+            print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tasks import tfds_data
+
+    path = tfds_data.prepare(args.name, args.data_dir)
+    print(f"{args.name} is prepared in {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    del args
+    from tasks.datasets import available_datasets
+    from tasks.family import HELD_OUT_SUITES
+
+    print("configs (--config NAME): " + (", ".join(resources.config_names()) or "none"))
+    print("datasets:")
+    for name, where in available_datasets().items():
+        print(f"  {name}: {where}")
+    print("held-out task suites:")
+    for name, specs in HELD_OUT_SUITES.items():
+        print(
+            f"  {name}: "
+            + "; ".join(
+                f"mlp {list(s.hidden_sizes)} {s.activation} {s.image_size}x{s.image_size} "
+                f"b{s.batch_size}"
+                for s in specs
+            )
+        )
+    print("shipped optimizers: " + (", ".join(resources.optimizer_names()) or "none"))
+    from learned_opt import LEARNED_OPTIMIZERS
+    from meta_train.builders import SYSTEMS
+    from meta_train.estimators import ESTIMATORS
+
+    print("learned optimizers (lopt.kind): " + ", ".join(LEARNED_OPTIMIZERS))
+    print("systems (task.kind): " + ", ".join(SYSTEMS))
+    print("estimators (estimator.kind): " + ", ".join(ESTIMATORS))
+    print("config keys: " + ", ".join(config_lib.valid_keys()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from meta_train.evaluation.report import draw_report
+
+    print(f"wrote {draw_report(args.run)}")
+    return 0
