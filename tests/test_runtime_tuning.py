@@ -13,7 +13,12 @@ from meta_train.runtime import xla_options
 def test_cpu_compiler_options_are_probed():
     opts = xla_options.compiler_options()
     if jax.default_backend() == "cpu":
-        assert opts == xla_options.CPU_OPTIONS
+        # Exactly the options this XLA compiles with (jax 0.12's XLA no longer knows
+        # xla_cpu_use_fusion_emitters; jax 0.10's knows both).
+        known = {k: v for k, v in xla_options.CPU_OPTIONS.items()
+                 if xla_options._compiles_with(k, v)}  # fmt: skip
+        assert known, "no CPU option is known to this XLA"
+        assert opts == known
     else:
         assert opts is None
     # An option this XLA does not know is left out instead of failing every compile.
