@@ -6,6 +6,9 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+# setuptools builds in the tree and packs whatever build/lib holds: a stale
+# build/ from an older tree would put files the source no longer has in the wheel.
+rm -rf "$repo/build"
 python3 -m pip wheel --no-deps -v -w "$work/dist" "$repo" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 # Our metadata must build without setuptools' warnings (pip's own notes about
 # this machine's package index are not ours).
