@@ -163,7 +163,47 @@ def from_dict(data: dict[str, Any]) -> Config:
                 )
             kwargs[sub] = _coerce(f"{key}.{sub}", v, types_[sub])
         sections[key] = cls(**kwargs)
-    return Config(name=name, **sections)
+    config = Config(name=name, **sections)
+    check_values(config)
+    return config
+
+
+# The least value of each count, checked before any directory is made or any
+# program compiled (a zero here used to fail only after compilation, or train
+# nothing without a word).
+AT_LEAST = {
+    "task.batch_size": 1,
+    "task.image_size": 0,  # 0: the dataset's own size
+    "estimator.num_particles": 1,
+    "estimator.trunc_len": 1,
+    "train.steps": 1,
+    "train.log_every": 1,
+    "train.eval_every": 0,  # 0: only at the start and the end
+    "train.eval_seeds": 1,
+    "train.checkpoint_every": 1,
+    "train.max_to_keep": 1,
+}
+
+
+def check_values(config: Config) -> None:
+    """``ConfigError`` naming the first value outside its range."""
+    for key, least in AT_LEAST.items():
+        section, field = key.split(".")
+        value = getattr(getattr(config, section), field)
+        if value < least:
+            raise ConfigError(f"{key} must be at least {least}, got {value}")
+    for key, sizes in (("task.hidden_sizes", config.task.hidden_sizes),
+                       ("lopt.hidden_sizes", config.lopt.hidden_sizes)):  # fmt: skip
+        if any(width < 1 for width in sizes):
+            raise ConfigError(f"{key}: every width must be at least 1, got {list(sizes)}")
+    if config.lopt.kind == "mlp" and not config.lopt.hidden_sizes:
+        raise ConfigError(
+            "lopt.hidden_sizes: the MLP learned optimizer needs a hidden layer, got []"
+        )
+    for key, value in (("estimator.sigma", config.estimator.sigma),
+                       ("train.learning_rate", config.train.learning_rate)):  # fmt: skip
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -164,6 +164,12 @@ def test_existing_run_is_not_overwritten(cli_run):
         (["--set", "task.dataset=imagenet"], "unknown dataset 'imagenet'"),
         (["--set", "task.kind=pendulum"], "task.kind: unknown 'pendulum'"),
         (["--set", "estimator.kind=sgd"], "estimator.kind: unknown 'sgd'"),
+        (["--set", "train.checkpoint_every=0"], "train.checkpoint_every must be at least 1"),
+        (["--set", "train.log_every=0"], "train.log_every must be at least 1"),
+        (["--set", "train.steps=-5"], "train.steps must be at least 1, got -5"),
+        (["--set", "train.eval_seeds=0"], "train.eval_seeds must be at least 1"),
+        (["--set", "lopt.hidden_sizes=[]"], "lopt.hidden_sizes: the MLP learned optimizer"),
+        (["--set", "estimator.sigma=0"], "estimator.sigma must be > 0"),
     ],
 )
 def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
@@ -174,6 +180,7 @@ def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # checked before the run directory is made
 
 
 def test_list_shows_configs_datasets_and_suites(tmp_path):

@@ -64,10 +64,11 @@ def meta_train(
     """
     t_start = now()
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Built first: a config that names a missing dataset leaves no directory behind.
     system = build_system(config)
     estimator = build_estimator(config, system)
     outer_opt = build_outer_optimizer(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tc = config.train
 
     state = init_meta_state(estimator, outer_opt, tc.seed)
