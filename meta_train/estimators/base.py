@@ -88,6 +88,29 @@ def population_layout(num_particles: int, antithetic: bool) -> Layout:
     return Layout(1, num_particles)
 
 
+class PersistentPopulation:
+    """What every estimator over a ``ParticleState`` population says the same way;
+    it needs ``layout``, ``num_particles`` and ``trunc_len`` (steps per particle per call)."""
+
+    num_particles: int
+    trunc_len: int
+
+    @property
+    def layout(self) -> Layout:
+        raise NotImplementedError
+
+    @property
+    def num_groups(self) -> int:
+        return self.layout.num_groups
+
+    @property
+    def steps_per_call(self) -> int:
+        return self.num_particles * self.trunc_len
+
+    def partition_specs(self, state: ParticleState) -> ParticleState:
+        return particle_state_specs(state)
+
+
 def particle_state_specs(state: ParticleState) -> ParticleState:
     """Partition specs of a ``ParticleState`` (a tree of specs shaped like it): every
     leaf split along its group axis."""

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from meta_train.estimators.base import Estimate, Layout, ParticleState, particle_state_specs
+from meta_train.estimators.base import Estimate, Layout, ParticleState, PersistentPopulation
 from meta_train.estimators.episodes import init_particles
 from meta_train.estimators.execution import AUTO, check_population, unroll
 from meta_train.systems.base import MetaTrainableSystem
@@ -33,7 +33,7 @@ from meta_train.systems.base import MetaTrainableSystem
     meta_fields=["num_particles", "trunc_len", "stagger", "particle_chunk"],
 )
 @dataclasses.dataclass(frozen=True)
-class TBPTT:
+class TBPTT(PersistentPopulation):
     """Truncated backprop through time over persistent particles (module doc)."""
 
     system: MetaTrainableSystem
@@ -48,17 +48,6 @@ class TBPTT:
     @property
     def layout(self) -> Layout:
         return Layout(num_signs=1, num_groups=self.num_particles)
-
-    @property
-    def num_groups(self) -> int:
-        return self.num_particles
-
-    @property
-    def steps_per_call(self) -> int:
-        return self.num_particles * self.trunc_len
-
-    def partition_specs(self, state: ParticleState) -> ParticleState:
-        return particle_state_specs(state)
 
     def init(self, theta: Any, key: jax.Array) -> ParticleState:
         state, remaining = init_particles(

@@ -43,7 +43,7 @@ from meta_train.estimators.base import (
     Estimate,
     Layout,
     ParticleState,
-    particle_state_specs,
+    PersistentPopulation,
     population_layout,
 )
 from meta_train.estimators.episodes import init_particles
@@ -55,7 +55,7 @@ from meta_train.systems.base import MetaTrainableSystem
 
 
 @dataclasses.dataclass(frozen=True)
-class _PersistentES:
+class _PersistentES(PersistentPopulation):
     """Persistent particles, K steps per call; subclasses set the three hooks below."""
 
     system: MetaTrainableSystem
@@ -76,17 +76,6 @@ class _PersistentES:
     @property
     def layout(self) -> Layout:
         return population_layout(self.num_particles, self.antithetic)
-
-    @property
-    def num_groups(self) -> int:
-        return self.layout.num_groups
-
-    @property
-    def steps_per_call(self) -> int:
-        return self.num_particles * self.trunc_len
-
-    def partition_specs(self, state: ParticleState) -> ParticleState:
-        return particle_state_specs(state)
 
     def init(self, theta: Any, key: jax.Array) -> ParticleState:
         k_particles, k_noise = jax.random.split(key)
