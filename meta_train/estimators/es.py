@@ -56,7 +56,7 @@ from meta_train.systems.base import MetaTrainableSystem
 
 @dataclasses.dataclass(frozen=True)
 class _PersistentES(PersistentPopulation):
-    """Persistent particles, K steps per call; subclasses set the three hooks below."""
+    """Persistent particles, K steps per call; subclasses override the hooks below."""
 
     system: MetaTrainableSystem
     num_particles: int = 8
