@@ -86,13 +86,15 @@ class _PersistentES(PersistentPopulation):
 
     def perturbations(self, theta: Any, key: jax.Array) -> Any:
         """The eps ``[group, ...]`` that ``estimate(theta, state, key)`` draws."""
-        k_eps, _ = jax.random.split(key)
+        return self._draw_eps(theta, jax.random.split(key)[0])
+
+    def _draw_eps(self, theta: Any, k_eps: jax.Array) -> Any:
         return gaussian_like(k_eps, theta, self.sigma, (self.num_groups,))
 
     def estimate(self, theta: Any, state: ParticleState, key: jax.Array) -> Estimate:
         num_signs = self.layout.num_signs
-        _, k_unroll = jax.random.split(key)
-        eps = self.perturbations(theta, key)
+        k_eps, k_unroll = jax.random.split(key)
+        eps = self._draw_eps(theta, k_eps)
         signs = signs_for(num_signs, jnp.result_type(jax.tree.leaves(theta)[0]))
         theta_new = perturb(theta, eps, signs)
         running = self._running_perturbation(state, eps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from collections.abc import Callable
+from time import perf_counter as now
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ from meta_train.runtime.profiling import StepTrace
 from meta_train.systems.base import UnrolledSystem
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
-from meta_train.training.run_log import MetricsLog, Progress, StepRate, now, theta_values
+from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
 
 
 @dataclasses.dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,7 +111,3 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def now() -> float:
-    return time.perf_counter()
