@@ -5,9 +5,15 @@ from __future__ import annotations
 from learned_opt.base import LearnedOptimizer
 from learned_opt.baselines import SGDM, Adam
 from learned_opt.mlp_lopt import MLPLOpt
+from learned_opt.norm_mlp_lopt import NormMLPLOpt
 
 # kind (config ``lopt.kind``, an artifact's ``architecture.kind``) -> class.
-LEARNED_OPTIMIZERS: dict[str, type] = {"mlp": MLPLOpt, "adam": Adam, "sgdm": SGDM}
+LEARNED_OPTIMIZERS: dict[str, type] = {
+    "mlp": MLPLOpt,
+    "norm_mlp": NormMLPLOpt,
+    "adam": Adam,
+    "sgdm": SGDM,
+}
 
 
 def kind_of(lopt: LearnedOptimizer) -> str:

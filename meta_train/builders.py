@@ -15,12 +15,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from learned_opt import LEARNED_OPTIMIZERS
-from meta_train.config import Config, ConfigError, LOptConfig, TaskConfig
+from meta_train.config import Config, ConfigError, LOptConfig, TaskConfig, TrainConfig
 from meta_train.estimators import ESTIMATORS, Estimator
+from meta_train.estimators.family import FamilyEstimator
 from meta_train.systems import (
     InfluenceBalancing,
     LearnedOptimizerSystem,
@@ -28,10 +30,14 @@ from meta_train.systems import (
     MetaTrainableSystem,
     ToyRegression,
 )
+from meta_train.systems.family import SystemFamily
+from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.systems.toy import NO_RESET
+from tasks.augmentation import Augmentation
 from tasks.base import ClassificationTask
 from tasks.datasets import DatasetError
-from tasks.family import ImageMLPSpec
+from tasks.entry import EntryError, load_entry
+from tasks.family import FamilyError, ImageMLPFamily, ImageMLPSpec, shape_of
 from tasks.image_mlp import ImageMLPTask
 from tasks.quadratic import NoisyQuadratic
 
@@ -64,7 +70,10 @@ def build_lopt(cfg: LOptConfig):
             f"lopt.kind: unknown {cfg.kind!r}; valid: {', '.join(LEARNED_OPTIMIZERS)}"
         )
     cls = LEARNED_OPTIMIZERS[cfg.kind]
-    return cls(**_fields_of(cls, cfg))
+    try:
+        return cls(**_fields_of(cls, cfg))
+    except ValueError as e:
+        raise ConfigError(f"[lopt]: {e}") from None
 
 
 def _theta0(cfg: TaskConfig, default: tuple[float, ...]):
@@ -84,6 +93,101 @@ def _horizon(cfg: TaskConfig) -> int:
 
 def _loss_cap(cfg: TaskConfig, task: ClassificationTask) -> float:
     return cfg.loss_cap or 1.5 * math.log(task.num_classes)
+
+
+def _normalised_loss_cap(cfg: TaskConfig, bucket) -> float:
+    """The cap of a sampled task's meta-loss: given, or 1.5 (initial losses) with
+    "ratio"; without normalisation only a classification task has a known scale."""
+    if cfg.loss_cap:
+        return cfg.loss_cap
+    if cfg.meta_loss_norm == "ratio":
+        return 1.5
+    task = bucket.sample(jax.random.PRNGKey(0))
+    if isinstance(task, ClassificationTask):
+        return _loss_cap(cfg, task)
+    raise ConfigError(
+        'task.loss_cap: a task without classes and task.meta_loss_norm = "none" needs an '
+        'explicit cap above its losses (or use meta_loss_norm = "ratio")'
+    )
+
+
+def build_family(config: Config) -> ImageMLPFamily:
+    f = config.family
+    try:
+        return ImageMLPFamily(
+            datasets=f.datasets,
+            image_sizes=f.image_sizes,
+            depths=f.depths,
+            width_range=f.width_range,
+            activations=f.activations,
+            batch_sizes=f.batch_sizes,
+            data_dir=config.task.data_dir or None,
+        )
+    except FamilyError as e:
+        raise ConfigError(f"[family]: {e}") from None
+
+
+def _augmentation(config: Config) -> Augmentation:
+    f = config.family
+    return Augmentation(f.param_scale, f.grad_scale, f.loss_scale)
+
+
+def _sampled_task_system(config: Config, bucket) -> SampledTaskSystem:
+    cfg = config.task
+    try:
+        return SampledTaskSystem(
+            bucket,
+            build_lopt(config.lopt),
+            horizon=_horizon(cfg),
+            meta_loss_split=cfg.meta_loss_split,
+            augmentation=_augmentation(config),
+            normalise=cfg.meta_loss_norm,
+            loss_cap=_normalised_loss_cap(cfg, bucket),
+        )
+    except ValueError as e:
+        raise ConfigError(f"task: {e}") from None
+
+
+def _family_of_buckets(config: Config, specs) -> SystemFamily:
+    family = build_family(config)
+    try:
+        buckets = [family.build_bucket(spec) for spec in specs]
+    except (DatasetError, FamilyError) as e:
+        raise ConfigError(f"[family]: {e}") from None
+    return SystemFamily.uniform(_sampled_task_system(config, b) for b in buckets)
+
+
+def bucket_menus(config: Config) -> tuple[tuple, tuple]:
+    """The family's training menu and its held-out menu (shapes not in training)."""
+    f = config.family
+    family = build_family(config)
+    try:
+        train = family.bucket_menu(f.num_buckets, f.seed)
+        candidates = family.bucket_menu(f.num_buckets + f.heldout_buckets, f.seed + 1)
+    except FamilyError as e:
+        raise ConfigError(f"[family]: {e}") from None
+    shapes = {shape_of(spec) for spec in train}
+    held_out = [spec for spec in candidates if shape_of(spec) not in shapes]
+    return train, tuple(held_out[: f.heldout_buckets])
+
+
+def _image_mlp_family(config: Config) -> SystemFamily:
+    if config.estimator.num_particles % config.family.num_buckets:
+        raise ConfigError(
+            f"estimator.num_particles ({config.estimator.num_particles}) must be a multiple of "
+            f"family.num_buckets ({config.family.num_buckets}): each bucket has its own particles"
+        )
+    return _family_of_buckets(config, bucket_menus(config)[0])
+
+
+def _python_task(config: Config) -> SampledTaskSystem:
+    if not config.task.entry:
+        raise ConfigError('task.kind = "python" needs task.entry = "package.module:make_task"')
+    try:
+        bucket = load_entry(config.task.entry, split=config.task.meta_loss_split)
+    except EntryError as e:
+        raise ConfigError(str(e)) from None
+    return _sampled_task_system(config, bucket)
 
 
 def _image_mlp(config: Config) -> LearnedOptimizerSystem:
@@ -135,8 +239,10 @@ def _lr_schedule_mlp(config: Config) -> LRScheduleSystem:
 
 
 # task.kind -> the function that builds its system from the whole config.
-SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem]] = {
+SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
     "image_mlp": _image_mlp,
+    "image_mlp_family": _image_mlp_family,
+    "python": _python_task,
     "influence_balancing": _influence_balancing,
     "toy_regression": _toy_regression,
     "lr_schedule_quadratic": _lr_schedule_quadratic,
@@ -144,26 +250,49 @@ SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem]] = {
 }
 
 
-def build_system(config: Config) -> MetaTrainableSystem:
+def build_system(config: Config) -> MetaTrainableSystem | SystemFamily:
     kind = config.task.kind
     if kind not in SYSTEMS:
         raise ConfigError(f"task.kind: unknown {kind!r}; valid: {', '.join(SYSTEMS)}")
+    if kind != "python" and config.task.entry:
+        raise ConfigError(f'task.entry is only for task.kind = "python", not {kind!r}')
     return SYSTEMS[kind](config)
 
 
-def build_estimator(config: Config, system: MetaTrainableSystem) -> Estimator:
+def build_eval_system(
+    config: Config, system: MetaTrainableSystem | SystemFamily
+) -> MetaTrainableSystem | SystemFamily:
+    """What evaluation during meta-training runs: a family's held-out shapes, else ``system``."""
+    if config.task.kind == "image_mlp_family":
+        return _family_of_buckets(config, bucket_menus(config)[1])
+    return system
+
+
+def build_estimator(config: Config, system: MetaTrainableSystem | SystemFamily) -> Estimator:
+    """The configured estimator; for a family, one per member with an equal share of
+    the particles, combined by ``FamilyEstimator``."""
     cfg = config.estimator
     if cfg.kind not in ESTIMATORS:
         raise ConfigError(f"estimator.kind: unknown {cfg.kind!r}; valid: " + ", ".join(ESTIMATORS))
     cls = ESTIMATORS[cfg.kind]
+    fields = _fields_of(cls, cfg)
     try:
-        return cls(system, **_fields_of(cls, cfg))
+        if isinstance(system, SystemFamily):
+            per_member = cfg.num_particles // len(system.members)
+            fields["num_particles"] = per_member
+            members = tuple(cls(m, **fields) for m in system.members)
+            return FamilyEstimator(members, system.weights)
+        return cls(system, **fields)
     except ValueError as e:
         raise ConfigError(f"estimator: {e}") from None
 
 
 def build_outer_optimizer(config: Config) -> optax.GradientTransformation:
-    cfg = config.train
+    return outer_optimizer(config.train)
+
+
+def outer_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam at ``cfg.learning_rate``, after clipping to ``cfg.clip_grad_norm`` (0: none)."""
     adam = optax.adam(cfg.learning_rate)
     if cfg.clip_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), adam)

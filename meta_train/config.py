@@ -1,7 +1,7 @@
 """Experiment configuration: frozen dataclasses loaded from ``configs/*.toml``.
 
-A config file has the sections ``[task]``, ``[lopt]``, ``[estimator]`` and
-``[train]`` plus an optional top-level ``name``; every key is optional and
+A config file has the sections ``[task]``, ``[lopt]``, ``[family]``,
+``[estimator]`` and ``[train]`` plus an optional top-level ``name``; every key is optional and
 defaults to the values below. Overrides use dotted keys,
 ``--set estimator.num_particles=16``, with TOML values (``[64, 32]``, ``true``,
 ``"relu"``; a bare word is taken as a string). An unknown key or a value of the
@@ -24,10 +24,14 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    # "image_mlp" (a learned optimizer trains an image MLP), or a system whose theta
-    # is its own: "influence_balancing", "toy_regression", "lr_schedule_quadratic",
-    # "lr_schedule_mlp" (the registry: meta_train.builders.SYSTEMS)
+    # A learned optimizer trains: "image_mlp" (one image MLP), "image_mlp_family"
+    # (shape buckets of a task family, [family]), "python" (a user's task, `entry`);
+    # or a system whose theta is its own: "influence_balancing", "toy_regression",
+    # "lr_schedule_quadratic", "lr_schedule_mlp" (the registry: meta_train.builders.SYSTEMS)
     kind: str = "image_mlp"
+    # kind "python": "package.module:make_task" or "path/to/file.py:make_task", a
+    # function returning a task (tasks.base.Task) or a bucket (tasks.base.TaskBucket)
+    entry: str = ""
     theta0: tuple[float, ...] = ()  # initial theta of a toy system; () = its default
     # fashion_mnist_embedded (ships with the package), or through tensorflow-datasets:
     # mnist, fashion_mnist, cifar10, svhn (`lopt list` shows which are prepared)
@@ -40,19 +44,48 @@ class TaskConfig:
     batch_size: int = 128
     horizon: int = 200  # T: steps per episode; 0 = never reset (influence_balancing)
     meta_loss_split: str = "train"  # where L_t is measured: "train" or "validation"
-    loss_cap: float = 0.0  # L_t is clipped to this; 0 means 1.5 * ln(num_classes)
+    # image_mlp_family and python: L_t is "ratio" (to the episode's initial loss) or "none"
+    meta_loss_norm: str = "ratio"
+    # L_t is clipped to this; 0 derives it: 1.5 with "ratio", else 1.5 * ln(num_classes)
+    loss_cap: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyConfig:
+    # task.kind = "image_mlp_family": the tasks (tasks.family.ImageMLPFamily) ...
+    datasets: tuple[str, ...] = ("fashion_mnist_embedded",)
+    image_sizes: tuple[int, ...] = (8,)
+    depths: tuple[int, ...] = (1, 2, 3)
+    width_range: tuple[int, ...] = (16, 128)  # [min, max], log-uniform
+    activations: tuple[str, ...] = ("relu", "tanh", "gelu", "elu")  # drawn per episode
+    batch_sizes: tuple[int, ...] = (64, 128, 256)
+    # ... and the shapes meta-trained on: a menu of num_buckets shapes drawn with
+    # seed, each with num_particles / num_buckets particles; evaluation uses
+    # heldout_buckets other shapes drawn with seed + 1
+    num_buckets: int = 4
+    heldout_buckets: int = 4
+    seed: int = 0
+    # Augmentation (families and python tasks): per episode, factors log-uniform in
+    # [1/r, r] on each parameter tensor, the gradient and the loss; 1 = off
+    param_scale: float = 1.0
+    grad_scale: float = 1.0
+    loss_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
 class LOptConfig:
-    # learned_opt.LEARNED_OPTIMIZERS: "mlp", or a baseline with theta = log learning
-    # rate: "adam", "sgdm"
+    # learned_opt.LEARNED_OPTIMIZERS: "mlp", "norm_mlp" (normalized, factored second
+    # moments), or a baseline with theta = log learning rate: "adam", "sgdm"
     kind: str = "mlp"
     hidden_sizes: tuple[int, ...] = (32, 32)
-    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
-    step_mult: float = 0.001
-    exp_mult: float = 0.001
-    learning_rate: float = 1e-3  # baselines' initial learning rate
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)  # mlp
+    step_mult: float = 0.001  # mlp: update scale; norm_mlp: per-tensor update RMS
+    exp_mult: float = 0.001  # mlp
+    momentum_decays: tuple[float, ...] = (0.9, 0.99)  # norm_mlp
+    rms_decay: float = 0.999  # norm_mlp: of the factored second moments
+    adam_1d: bool = True  # norm_mlp: leaves with < 2 dimensions are updated by Adam
+    # baselines' initial learning rate; norm_mlp: Adam's, for the 1-D leaves
+    learning_rate: float = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +123,7 @@ class Config:
     name: str = "default"
     task: TaskConfig = TaskConfig()
     lopt: LOptConfig = LOptConfig()
+    family: FamilyConfig = FamilyConfig()
     estimator: EstimatorConfig = EstimatorConfig()
     train: TrainConfig = TrainConfig()
 
@@ -97,6 +131,7 @@ class Config:
 _SECTION_TYPES = {
     "task": TaskConfig,
     "lopt": LOptConfig,
+    "family": FamilyConfig,
     "estimator": EstimatorConfig,
     "train": TrainConfig,
 }
@@ -182,6 +217,8 @@ AT_LEAST = {
     "train.eval_seeds": 1,
     "train.checkpoint_every": 1,
     "train.max_to_keep": 1,
+    "family.num_buckets": 1,
+    "family.heldout_buckets": 1,
 }
 
 
@@ -196,10 +233,22 @@ def check_values(config: Config) -> None:
                        ("lopt.hidden_sizes", config.lopt.hidden_sizes)):  # fmt: skip
         if any(width < 1 for width in sizes):
             raise ConfigError(f"{key}: every width must be at least 1, got {list(sizes)}")
-    if config.lopt.kind == "mlp" and not config.lopt.hidden_sizes:
+    if config.lopt.kind in ("mlp", "norm_mlp") and not config.lopt.hidden_sizes:
         raise ConfigError(
             "lopt.hidden_sizes: the MLP learned optimizer needs a hidden layer, got []"
         )
+    for key in ("family.param_scale", "family.grad_scale", "family.loss_scale"):
+        value = getattr(config.family, key.split(".")[1])
+        if not value >= 1:
+            raise ConfigError(
+                f"{key} must be at least 1 (factors are drawn in [1/r, r]), got {value}"
+            )
+    if config.task.meta_loss_norm not in ("ratio", "none"):
+        raise ConfigError(
+            f'task.meta_loss_norm must be "ratio" or "none", got {config.task.meta_loss_norm!r}'
+        )
+    if config.task.loss_cap < 0:
+        raise ConfigError(f"task.loss_cap must be >= 0 (0 derives it), got {config.task.loss_cap}")
     for key, value in (("estimator.sigma", config.estimator.sigma),
                        ("train.learning_rate", config.train.learning_rate)):  # fmt: skip
         if not value > 0:

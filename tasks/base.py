@@ -8,6 +8,11 @@ A task is an inner training problem, pure and jittable:
   already resident in device memory (``split`` is ``"train"``, ``"validation"``
   or ``"test"``, a Python string, so it is static under ``jit``).
 
+A *bucket* (``TaskBucket``) is a distribution over tasks whose parameters all
+have one shape: ``bucket.sample(key) -> Task`` runs inside ``jit``, so a
+meta-training particle draws a new task at every episode without compiling
+anything new (``tasks.family``). A single task is a bucket through ``SingleTask``.
+
 Concrete tasks are registered pytrees: their arrays (the dataset) are leaves and
 their configuration is static, so passing a task into a jitted function passes
 the data as an argument instead of baking it into the compiled program.
@@ -15,6 +20,8 @@ the data as an argument instead of baking it into the compiled program.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Protocol, runtime_checkable
 
 import jax
@@ -46,3 +53,29 @@ class ClassificationTask(Task, Protocol):
     def num_classes(self) -> int: ...
 
     def accuracy(self, params: Params, batch: Batch) -> jax.Array: ...
+
+
+@runtime_checkable
+class TaskBucket(Protocol):
+    """Tasks of one parameter shape; ``sample`` is pure and jittable."""
+
+    @property
+    def name(self) -> str: ...
+
+    def sample(self, key: jax.Array) -> Task: ...
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["task"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class SingleTask:
+    """The bucket holding one task."""
+
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def sample(self, key: jax.Array) -> Task:
+        del key
+        return self.task

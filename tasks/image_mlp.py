@@ -88,8 +88,11 @@ class ImageMLPTask:
             start += n_in * n_out
         return params
 
+    def _activation_fn(self):
+        return ACTIVATIONS[self.activation]
+
     def apply(self, params: dict, images: jax.Array) -> jax.Array:
-        act = ACTIVATIONS[self.activation]
+        act = self._activation_fn()
         h = images.reshape(images.shape[0], -1)
         n = len(params)
         for i in range(n):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from meta_train.runtime import xla_options
 from meta_train.systems.base import UnrolledSystem
+from meta_train.systems.family import SystemFamily
 
 EVAL_KEY = 20211  # fixed, so every run and every theta is judged on the same seeds
 
@@ -45,12 +46,20 @@ def _compiled_curves():  # built on first use: the options depend on the backend
 
 
 def evaluate(
-    system: UnrolledSystem, theta: Any, num_seeds: int = 8, num_steps: int | None = None
+    system: UnrolledSystem | SystemFamily,
+    theta: Any,
+    num_seeds: int = 8,
+    num_steps: int | None = None,
 ) -> dict:
     """Mean and final per-step loss over ``num_seeds`` fixed seeds.
 
-    Episodes last ``num_steps``, else the system's ``eval_horizon``, else its horizon.
+    Episodes last ``num_steps``, else the system's ``eval_horizon``, else its
+    horizon. A ``SystemFamily`` is evaluated member by member, and the results
+    averaged with the family's weights.
     """
+    if isinstance(system, SystemFamily):
+        results = [evaluate(m, theta, num_seeds, num_steps) for m in system.members]
+        return {key: sum(w * r[key] for w, r in zip(system.weights, results)) for key in results[0]}
     num_steps = num_steps or getattr(system, "eval_horizon", system.horizon)
     curves = _compiled_curves()(system, theta, jax.random.PRNGKey(EVAL_KEY), num_seeds, num_steps)
     return {"eval_loss": float(jnp.mean(curves)), "eval_final_loss": float(jnp.mean(curves[:, -1]))}

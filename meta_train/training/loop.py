@@ -1,7 +1,8 @@
 """The meta-training loop: outer steps, with logging, evaluation and checkpoints around them.
 
 ``meta_train(config, run_dir)`` builds the system, estimator and outer
-optimizer from the config, then repeats the compiled outer iteration
+optimizer from the config and calls ``train(estimator, run_dir, settings)``,
+the same loop for a system built in Python, which repeats the compiled outer iteration
 (``training.outer_step``), writing ``metrics.jsonl`` (``training.run_log``),
 evaluating at fixed seeds (``evaluation.fixed_seeds``) and checkpointing
 (``training.checkpoint``) as ``[train]`` says. See docs/ARCHITECTURE.md.
@@ -16,16 +17,27 @@ from time import perf_counter as now
 from typing import Any
 
 import jax
+import optax
 
 from meta_train import config as config_lib
-from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+from meta_train.builders import (
+    build_estimator,
+    build_eval_system,
+    build_outer_optimizer,
+    build_system,
+    outer_optimizer,
+)
+from meta_train.estimators.base import Estimator
 from meta_train.evaluation.fixed_seeds import evaluate
 from meta_train.evaluation.report import ReportError, draw_report
 from meta_train.runtime.profiling import StepTrace
 from meta_train.systems.base import UnrolledSystem
+from meta_train.systems.family import SystemFamily
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
+
+_DEFAULT_SETTINGS = config_lib.TrainConfig()
 
 
 @dataclasses.dataclass
@@ -38,7 +50,7 @@ class RunResult:
     seconds: float
 
 
-def _evaluator(system: UnrolledSystem, num_seeds: int) -> Callable[[Any], dict]:
+def _evaluator(system: UnrolledSystem | SystemFamily, num_seeds: int) -> Callable[[Any], dict]:
     def evaluate_theta(theta) -> dict:
         # Evaluation is one device's work: a theta replicated by sharded outer steps
         # would compile evaluation again and run it on every device, so it gets
@@ -57,30 +69,72 @@ def meta_train(
     log: Callable[[str], None] = print,
     profile_steps: int = 0,
 ) -> RunResult:
-    """Meta-train as ``config`` says, writing metrics (``metrics.jsonl``, ``tb/``), the
-    config, checkpoints and ``report.png`` to ``run_dir``.
-
-    ``profile_steps > 0`` traces that many outer steps after the first (which
-    compiles) with ``jax.profiler`` into ``run_dir/profile``.
-    """
-    t_start = now()
-    run_dir = pathlib.Path(run_dir)
+    """Meta-train as ``config`` says: build its system, estimator and evaluation
+    system (a family's held-out shapes), then ``train``."""
     # Built first: a config that names a missing dataset leaves no directory behind.
     system = build_system(config)
     estimator = build_estimator(config, system)
-    outer_opt = build_outer_optimizer(config)
+    return train(
+        estimator,
+        run_dir,
+        config.train,
+        outer_opt=build_outer_optimizer(config),
+        eval_system=build_eval_system(config, system),
+        config=config,
+        resume=resume,
+        progress=progress,
+        log=log,
+        profile_steps=profile_steps,
+    )
+
+
+def train(
+    estimator: Estimator,
+    run_dir: str | pathlib.Path,
+    settings: config_lib.TrainConfig = _DEFAULT_SETTINGS,
+    *,
+    outer_opt: optax.GradientTransformation | None = None,
+    eval_system: UnrolledSystem | SystemFamily | None = None,
+    config: config_lib.Config | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    profile_steps: int = 0,
+) -> RunResult:
+    """Meta-train ``estimator``'s system from Python, with what ``lopt meta-train`` gives:
+    metrics (``metrics.jsonl``, ``tb/``), checkpoints, evaluation, ``report.png`` and
+    ``resume``, all in ``run_dir``.
+
+    ``settings`` are the ``[train]`` keys (steps, seed, logging, evaluation and
+    checkpoint intervals); ``outer_opt`` defaults to the Adam (and clipping)
+    they name; ``eval_system`` (default: the estimator's system) is what the
+    fixed-seed evaluation runs. ``config``, when given, is written beside the
+    run and into its checkpoints; otherwise ``[train]`` alone is. ``resume``
+    continues from the latest checkpoint bit for bit. ``profile_steps > 0``
+    traces that many outer steps after the first (which compiles) with
+    ``jax.profiler`` into ``run_dir/profile``.
+    """
+    t_start = now()
+    run_dir = pathlib.Path(run_dir)
+    tc = settings
+    if config is not None and config.train != settings:
+        raise ValueError("settings must be config.train when a config is given")
+    outer_opt = outer_opt or outer_optimizer(settings)
+    eval_system = eval_system if eval_system is not None else estimator.system
     run_dir.mkdir(parents=True, exist_ok=True)
-    tc = config.train
 
     state = init_meta_state(estimator, outer_opt, tc.seed)
     checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=tc.max_to_keep)
     if resume:
         step, state, _ = checkpointer.restore(state)
         log(f"resumed {run_dir} from outer step {step}")
-    (run_dir / "config.toml").write_text(config_lib.dumps(config))
-    config_json = config_lib.to_dict(config)
+    if config is not None:
+        (run_dir / "config.toml").write_text(config_lib.dumps(config))
+        config_json = config_lib.to_dict(config)
+    else:
+        config_json = {"train": dataclasses.asdict(settings)}
     metrics_log = MetricsLog(run_dir, append=resume, log=log)
-    evaluate_theta = _evaluator(system, tc.eval_seeds)
+    evaluate_theta = _evaluator(eval_system, tc.eval_seeds)
 
     start_step = int(state.step)
     eval_before = None

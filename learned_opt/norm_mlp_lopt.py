@@ -1,0 +1,214 @@
+"""A normalized per-parameter MLP learned optimizer with factored second moments.
+
+The design follows the normalized rules of learned_optimization's
+``AdafacMLPLOpt`` and Celo/Celo2: the rule sees only per-tensor-normalised
+inputs and its update's per-tensor size is fixed by a step size, so nothing it
+computes depends on the scale of a task's parameters, gradients or loss.
+
+Every leaf is viewed as a matrix ``(rows, cols)``: ``cols`` is its last axis
+and ``rows`` the product of the others (a vector of length n is ``(n, 1)``, a
+scalar ``(1, 1)``). Per leaf the state keeps
+
+* momenta ``m_k = b_k m_k + (1 - b_k) g`` at each of ``momentum_decays``;
+* factored (Adafactor) second moments: ``r = b r + (1 - b) mean_cols(g^2)``
+  and ``c = b c + (1 - b) mean_rows(g^2)`` with ``b = rms_decay``, whose
+  estimate of the per-entry second moment is ``v = r c^T / mean(r)`` (for a
+  vector it is exactly the running mean of ``g^2``).
+
+For each entry the features are ``p, g, m_1..m_k, g/sqrt(v), m_1/sqrt(v)..,
+1/sqrt(v)`` (``4 + 2k`` columns), each column divided by its root-mean-square
+over the tensor, and the step count as ``tanh(step / timescale - 1)`` entering
+the first layer as a bias. The MLP (shared by all entries) gives a direction
+``d``; the update is
+
+    update = -step_mult * exp(s(step)) * d / sqrt(mean_tensor(d^2) + 1e-12)
+
+so each tensor moves by RMS ``step_mult * exp(s)``, where ``s`` is a learned
+linear function of the time features (zero at initialisation): a learned
+step-size schedule.
+
+With ``adam_1d`` (the default) leaves with fewer than 2 dimensions (biases,
+norm scales) are updated by Adam instead, with ``b1 = momentum_decays[0]``,
+``b2 = rms_decay`` and step ``learning_rate``, as Celo2 does; the rule's
+state already holds those statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from learned_opt.mlp_lopt import TIMESCALES
+
+# Floors far below any real statistic, so the rule stays invariant to a task's scale
+# (a larger floor, like MLPLOpt's 1e-5, is felt once gradients are small), but keep
+# rsqrt finite for a tensor whose gradient has always been 0.
+_EPS = 1e-30
+
+
+def _inverse_rms(*columns: jax.Array) -> jax.Array:
+    """Per feature column of ``concatenate(columns, axis=1)``: 1 / RMS over the tensor."""
+    mean_sq = [jnp.mean(jnp.square(c), axis=0) for c in columns]
+    return jax.lax.rsqrt(jnp.concatenate(mean_sq) + _EPS)
+
+
+_first_layer_init = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+
+
+class NormLeafState(NamedTuple):
+    momentum: jax.Array  # (rows, cols, k)
+    row_second_moment: jax.Array  # (rows,)
+    col_second_moment: jax.Array  # (cols,)
+
+
+class NormMLPLOptState(NamedTuple):
+    leaves: tuple  # one NormLeafState per leaf of params, in tree-flatten order
+    step: jax.Array  # int32 scalar: updates applied so far
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], 1
+    return math.prod(shape[:-1]), shape[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class NormMLPLOpt:
+    hidden_sizes: tuple[int, ...] = (16, 16)
+    momentum_decays: tuple[float, ...] = (0.9, 0.99)
+    rms_decay: float = 0.999
+    step_mult: float = 1e-3
+    adam_1d: bool = True
+    learning_rate: float = 1e-3  # Adam's, for leaves with fewer than 2 dimensions
+
+    def __post_init__(self):
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError("hidden_sizes: at least one layer, each of width >= 1")
+        if not self.momentum_decays:
+            raise ValueError("momentum_decays: at least one decay")
+        if not all(0 <= b < 1 for b in (*self.momentum_decays, self.rms_decay)):
+            raise ValueError("momentum_decays and rms_decay must lie in [0, 1)")
+
+    @property
+    def num_features(self) -> int:
+        return 4 + 2 * len(self.momentum_decays)
+
+    # -- the network --------------------------------------------------------
+    def _forward(self, rows: jax.Array, time_features: jax.Array, row_scale: jax.Array):
+        h0 = self.hidden_sizes[0]
+        w_in = hk.get_parameter("w_in", (rows.shape[-1], h0), rows.dtype, _first_layer_init)
+        w_time = hk.get_parameter(
+            "w_time", (time_features.shape[-1], h0), rows.dtype, _first_layer_init
+        )
+        b_in = hk.get_parameter("b_in", (h0,), rows.dtype, jnp.zeros)
+        h = jax.nn.relu(rows @ (row_scale[:, None] * w_in) + (time_features @ w_time + b_in))
+        for size in self.hidden_sizes[1:]:
+            h = jax.nn.relu(hk.Linear(size)(h))
+        return hk.Linear(1, name="out")(h)[:, 0]
+
+    def _log_step_scale(self, time_features: jax.Array) -> jax.Array:
+        w = hk.get_parameter("w_schedule", (time_features.shape[-1],), jnp.float32, jnp.zeros)
+        return time_features @ w
+
+    def _both(self, rows, time_features, row_scale):
+        return self._forward(rows, time_features, row_scale), self._log_step_scale(time_features)
+
+    @property
+    def _net(self) -> hk.Transformed:
+        return hk.without_apply_rng(hk.transform(self._both))
+
+    # -- the contract -------------------------------------------------------
+    def init_meta(self, key: jax.Array) -> dict:
+        rows = jnp.zeros((1, self.num_features), jnp.float32)
+        return self._net.init(
+            key, rows, jnp.zeros((len(TIMESCALES),)), jnp.ones((self.num_features,))
+        )
+
+    def init(self, theta: dict, params) -> NormMLPLOptState:
+        del theta
+        k = len(self.momentum_decays)
+
+        def leaf(p):
+            rows, cols = _matrix_shape(jnp.shape(p))
+            return NormLeafState(
+                jnp.zeros((rows, cols, k), jnp.float32),
+                jnp.zeros((rows,), jnp.float32),
+                jnp.zeros((cols,), jnp.float32),
+            )
+
+        return NormMLPLOptState(
+            tuple(leaf(p) for p in jax.tree.leaves(params)), jnp.zeros((), jnp.int32)
+        )
+
+    def update(
+        self, theta: dict, opt_state: NormMLPLOptState, grads, params, loss: jax.Array | None = None
+    ):
+        del loss  # scale-dependent: this rule does not see it
+        if params is None:
+            raise ValueError("NormMLPLOpt.update needs params (it uses them as a feature)")
+        leaves_p, treedef = jax.tree.flatten(params)
+        leaves_g = treedef.flatten_up_to(grads)
+        step = opt_state.step + 1
+        time_features = jnp.tanh(
+            opt_state.step.astype(jnp.float32) / jnp.asarray(TIMESCALES, jnp.float32) - 1.0
+        )
+        decays = jnp.asarray(self.momentum_decays, jnp.float32)
+        b = self.rms_decay
+        updates, new_leaves = [], []
+        for p, g, s in zip(leaves_p, leaves_g, opt_state.leaves):
+            shape = jnp.shape(p)
+            rows, cols = _matrix_shape(shape)
+            g32 = jnp.asarray(g, jnp.float32).reshape(rows, cols)
+            g2 = jnp.square(g32)
+            m = decays * s.momentum + (1 - decays) * g32[..., None]
+            r = b * s.row_second_moment + (1 - b) * jnp.mean(g2, axis=1)
+            c = b * s.col_second_moment + (1 - b) * jnp.mean(g2, axis=0)
+            new_leaves.append(NormLeafState(m, r, c))
+            if self.adam_1d and len(shape) < 2:
+                delta = self._adam(m[..., 0], r[:, None], step)
+            else:
+                delta = self._learned(theta, p, g32, m, r, c, time_features)
+            updates.append(delta.reshape(shape).astype(jnp.result_type(p)))
+        return treedef.unflatten(updates), NormMLPLOptState(tuple(new_leaves), step)
+
+    def _adam(self, m: jax.Array, v: jax.Array, step: jax.Array) -> jax.Array:
+        t = step.astype(jnp.float32)
+        m_hat = m / (1 - self.momentum_decays[0] ** t)
+        v_hat = v / (1 - self.rms_decay**t)
+        return -self.learning_rate * m_hat / (jnp.sqrt(v_hat) + 1e-8)
+
+    def _learned(self, theta, p, g, m, r, c, time_features) -> jax.Array:
+        rows, cols = g.shape
+        k = m.shape[-1]
+        # Adafactor's estimate of the second moment: r c^T / mean(r).
+        inv_sqrt_v = jax.lax.rsqrt(r[:, None] * c[None, :] / (jnp.mean(r) + _EPS) + _EPS)
+        n = rows * cols
+        columns = (
+            jnp.asarray(p, jnp.float32).reshape(n, 1),
+            g.reshape(n, 1),
+            m.reshape(n, k),
+            (g * inv_sqrt_v).reshape(n, 1),
+            (m * inv_sqrt_v[..., None]).reshape(n, k),
+            inv_sqrt_v.reshape(n, 1),
+        )
+        feats, scale = jnp.concatenate(columns, axis=1), _inverse_rms(*columns)
+        with jax.named_scope("mlp"):
+            d, log_step = self._net.apply(theta, feats, time_features, scale)
+        d = d * jax.lax.rsqrt(jnp.mean(jnp.square(d)) + 1e-12)
+        return -self.step_mult * jnp.exp(log_step) * d
+
+    def num_theta(self) -> int:
+        sizes = (self.num_features, *self.hidden_sizes, 1)
+        body = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        return body + (self.hidden_sizes[0] + 1) * len(TIMESCALES)
+
+    def flops_per_param(self) -> int:
+        sizes = (self.num_features, *self.hidden_sizes, 1)
+        return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
