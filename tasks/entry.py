@@ -137,7 +137,8 @@ def check_bucket(bucket: TaskBucket, entry: str, split: str = "train") -> None:
             if not callable(getattr(task, name, None)):
                 raise EntryError(f"task.entry {entry!r}: the task has no method {name}()")
         params = jax.eval_shape(task.init, key)
-        batches = {s: jax.eval_shape(task.batch, key, s) for s in {"train", split}}
+        batches = {s: jax.eval_shape(functools.partial(task.batch, split=s), key)
+                   for s in ("train", split)}  # fmt: skip
         loss = jax.eval_shape(task.loss, params, batches[split])
     except EntryError:
         raise

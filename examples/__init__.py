@@ -1,0 +1,1 @@
+"""Examples of users' own tasks, meta-trained with ``lopt meta-train`` (see README.md)."""
