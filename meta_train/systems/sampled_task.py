@@ -15,7 +15,8 @@ updated parameters on a fresh ``meta_loss_split`` batch, normalised as
 * ``"ratio"``: ``L_t / L_0``, where ``L_0`` is the same loss of the episode's
   initial parameters on one batch, so tasks whose losses differ in scale count
   alike (``L_0`` does not depend on theta, so the objective is still a mean of
-  per-step losses and estimators stay unbiased for it);
+  per-step losses and estimators stay unbiased for it; measured on one batch,
+  it carries that batch's noise, a random weight on the episode);
 * ``"none"``: the loss itself.
 
 It is then capped at ``loss_cap`` (``systems.base.cap_loss``): with ``ratio``,
