@@ -211,7 +211,7 @@ def test_toy_system_meta_trains_and_logs_theta_but_cannot_be_exported(tmp_path):
     thetas = [r["theta"][0] for r in records if "theta" in r]
     assert len(thetas) == 20 and thetas[0] != thetas[-1]
     proc = _lopt("export", "--run", str(out), "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "only image_mlp runs can be exported" in proc.stderr
+    assert proc.returncode == 2 and "only image_mlp, image_mlp_family, python runs" in proc.stderr
 
 
 def test_figures_draws_pngs_and_a_summary(tmp_path):

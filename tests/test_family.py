@@ -250,8 +250,7 @@ def test_family_gradient_is_unbiased_against_the_exact_gradient():
         def means(cls):
             est = FamilyEstimator(
                 tuple(
-                    cls(m, num_particles=2, trunc_len=k, sigma=0.1, stagger=False)
-                    for m in members
+                    cls(m, num_particles=2, trunc_len=k, sigma=0.1, stagger=False) for m in members
                 ),
                 weights,
             )

@@ -15,6 +15,8 @@ from meta_train import config as config_lib
 from meta_train import resources
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.systems import LearnedOptimizerSystem
+from meta_train.systems.family import SystemFamily
+from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.training.checkpoint import Checkpointer, CheckpointError
 from meta_train.training.outer_step import fresh_meta_state
 
@@ -25,13 +27,13 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if not (run_dir / "config.toml").exists():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.toml)")
     config = config_lib.load(run_dir / "config.toml")
-    if config.task.kind != "image_mlp":
+    if config.task.kind not in OPTIMIZER_KINDS:
         raise config_lib.ConfigError(
             f"{run_dir} meta-trained task.kind = {config.task.kind!r}, whose theta is not an "
-            "optimizer; only image_mlp runs can be exported"
+            f"optimizer; only {', '.join(OPTIMIZER_KINDS)} runs can be exported"
         )
     system = build_system(config)
-    assert isinstance(system, LearnedOptimizerSystem)  # image_mlp, checked above
+    lopt, trained_on = _optimizer_and_tasks(system)
     estimator = build_estimator(config, system)
     # Only the structure is needed as the restore target: no particle is built.
     like = jax.eval_shape(
@@ -41,7 +43,7 @@ def theta_from_run(run_dir: str | pathlib.Path):
     )
     step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
     card = {
-        "meta_trained_on": {"task": system.task.name, **config_lib.to_dict(config)["task"]},
+        "meta_trained_on": {"task": trained_on, **config_lib.to_dict(config)["task"]},
         "estimator": config_lib.to_dict(config)["estimator"],
         "config_name": config.name,
         "outer_steps": int(step),
@@ -54,7 +56,23 @@ def theta_from_run(run_dir: str | pathlib.Path):
         if evals:
             card["eval_at_init"] = evals[0]
             card["eval_at_export"] = evals[-1]
-    return system.lopt, state.theta, card
+    if config.task.kind == "image_mlp_family":
+        card["family"] = config_lib.to_dict(config)["family"]
+    return lopt, state.theta, card
+
+
+# task.kind values whose theta is a learned optimizer's.
+OPTIMIZER_KINDS = ("image_mlp", "image_mlp_family", "python")
+
+
+def _optimizer_and_tasks(system) -> tuple[Any, str | list[str]]:
+    """The learned optimizer a system trains with, and the name(s) of its tasks."""
+    if isinstance(system, SystemFamily):
+        return system.members[0].lopt, [m.name for m in system.members]
+    if isinstance(system, SampledTaskSystem):
+        return system.lopt, system.name
+    assert isinstance(system, LearnedOptimizerSystem)
+    return system.lopt, system.task.name
 
 
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
