@@ -43,6 +43,10 @@ class TaskConfig:
     activation: str = "relu"
     batch_size: int = 128
     horizon: int = 200  # T: steps per episode; 0 = never reset (influence_balancing)
+    # shorter horizons meta-trained at first, curriculum_steps outer steps each, before
+    # `horizon` (meta_train.training.curriculum); [] = none
+    horizon_curriculum: tuple[int, ...] = ()
+    curriculum_steps: int = 0
     meta_loss_split: str = "train"  # where L_t is measured: "train" or "validation"
     # image_mlp_family and python: L_t is "ratio" (to the episode's initial loss) or "none"
     meta_loss_norm: str = "ratio"
@@ -229,6 +233,18 @@ def check_values(config: Config) -> None:
         value = getattr(getattr(config, section), field)
         if value < least:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
+    if any(h < 1 for h in config.task.horizon_curriculum):
+        raise ConfigError(
+            f"task.horizon_curriculum: every horizon must be at least 1, "
+            f"got {list(config.task.horizon_curriculum)}"
+        )
+    if config.task.horizon_curriculum and config.task.curriculum_steps < 1:
+        raise ConfigError("task.horizon_curriculum needs task.curriculum_steps >= 1")
+    if config.task.horizon_curriculum and config.estimator.kind in ("full_es", "full_bptt"):
+        raise ConfigError(
+            "task.horizon_curriculum needs a truncated estimator; "
+            f"{config.estimator.kind} unrolls whole episodes"
+        )
     for key, sizes in (("task.hidden_sizes", config.task.hidden_sizes),
                        ("lopt.hidden_sizes", config.lopt.hidden_sizes)):  # fmt: skip
         if any(width < 1 for width in sizes):

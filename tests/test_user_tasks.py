@@ -170,7 +170,9 @@ def lsq_estimator():
 
 def test_python_train_entry_resumes_bit_exactly(lsq_estimator, tmp_path):
     settings = config_lib.TrainConfig(steps=6, eval_seeds=1, eval_every=0, checkpoint_every=3)
-    quiet = {"progress": False, "log": lambda _: None}
+    # Steps 1-3 at horizon 4, then 12: the cut falls on the curriculum's stage boundary.
+    quiet = {"progress": False, "log": lambda _: None, "horizon_curriculum": (4,),
+             "curriculum_steps": 3}  # fmt: skip
     whole = train(lsq_estimator, tmp_path / "whole", settings, **quiet)
     first = dataclasses.replace(settings, steps=3)
     train(lsq_estimator, tmp_path / "cut", first, **quiet)
@@ -180,3 +182,18 @@ def test_python_train_entry_resumes_bit_exactly(lsq_estimator, tmp_path):
     assert (tmp_path / "cut" / "report.png").exists()
     records = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "meta_loss" in r] == list(range(1, 7))
+
+
+def test_horizon_curriculum_stages():
+    from meta_train.training.curriculum import horizon_at, with_horizon
+
+    stages = [horizon_at(s, 3, (100, 500), 1000) for s in range(1, 12)]
+    assert stages == [100] * 3 + [500] * 3 + [1000] * 5
+    assert [horizon_at(s, 5, (), 7) for s in range(1, 6)] == [7] * 5
+    est = PES(
+        SampledTaskSystem(SingleTask(load_entry("examples.least_squares:make_task").task),
+                          NormMLPLOpt(hidden_sizes=(4,)), horizon=50),
+        num_particles=2, trunc_len=5,
+    )  # fmt: skip
+    shorter = with_horizon(est, 10)
+    assert shorter.system.horizon == 10 and shorter.trunc_len == 5 and est.system.horizon == 50

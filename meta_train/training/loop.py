@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter as now
 from typing import Any
 
@@ -34,6 +34,7 @@ from meta_train.runtime.profiling import StepTrace
 from meta_train.systems.base import UnrolledSystem
 from meta_train.systems.family import SystemFamily
 from meta_train.training.checkpoint import Checkpointer
+from meta_train.training.curriculum import horizon_at, with_horizon
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
 
@@ -85,6 +86,8 @@ def meta_train(
         progress=progress,
         log=log,
         profile_steps=profile_steps,
+        horizon_curriculum=config.task.horizon_curriculum,
+        curriculum_steps=config.task.curriculum_steps,
     )
 
 
@@ -100,6 +103,8 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     profile_steps: int = 0,
+    horizon_curriculum: Sequence[int] = (),
+    curriculum_steps: int = 0,
 ) -> RunResult:
     """Meta-train ``estimator``'s system from Python, with what ``lopt meta-train`` gives:
     metrics (``metrics.jsonl``, ``tb/``), checkpoints, evaluation, ``report.png`` and
@@ -112,13 +117,17 @@ def train(
     run and into its checkpoints; otherwise ``[train]`` alone is. ``resume``
     continues from the latest checkpoint bit for bit. ``profile_steps > 0``
     traces that many outer steps after the first (which compiles) with
-    ``jax.profiler`` into ``run_dir/profile``.
+    ``jax.profiler`` into ``run_dir/profile``. ``horizon_curriculum`` lists
+    shorter horizons to meta-train at first, ``curriculum_steps`` outer steps
+    each (``training.curriculum``).
     """
     t_start = now()
     run_dir = pathlib.Path(run_dir)
     tc = settings
     if config is not None and config.train != settings:
         raise ValueError("settings must be config.train when a config is given")
+    if horizon_curriculum and curriculum_steps < 1:
+        raise ValueError("a horizon curriculum needs curriculum_steps >= 1")
     outer_opt = outer_opt or outer_optimizer(settings)
     eval_system = eval_system if eval_system is not None else estimator.system
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +161,11 @@ def train(
     trace = StepTrace(run_dir / "profile", first=start_step + 2, count=profile_steps)
     try:
         for step in range(start_step + 1, tc.steps + 1):
+            if horizon_curriculum:
+                horizon = horizon_at(
+                    step, curriculum_steps, horizon_curriculum, estimator.system.horizon
+                )
+                step_estimator = with_horizon(step_estimator, horizon)
             trace.before(step)
             t0 = now()
             state, metrics = outer_step(step_estimator, state)
