@@ -176,14 +176,20 @@ class ImageMLPFamily:
         )
 
     def bucket_menu(self, num_buckets: int, seed: int) -> tuple[ImageMLPSpec, ...]:
-        """``num_buckets`` distinct shapes drawn from the family (each spec's
-        activation is unused: a bucket draws it per episode)."""
+        """``num_buckets`` distinct shapes drawn from the family, stratified over
+        datasets x resolutions (bucket i has the ``i % n``-th pair), so each pair
+        has its share of buckets. A spec's activation is unused: a bucket draws
+        it per episode."""
         if num_buckets < 1:
             raise FamilyError(f"a bucket menu needs at least 1 bucket, got {num_buckets}")
+        pairs = [(d, s) for d in self.datasets for s in self.image_sizes]
         menu: dict[tuple, ImageMLPSpec] = {}
         rng = np.random.default_rng(seed)
         for _ in range(100 * num_buckets):
-            spec = self.sample(int(rng.integers(2**31)))
+            dataset, image_size = pairs[len(menu) % len(pairs)]
+            spec = dataclasses.replace(
+                self.sample(int(rng.integers(2**31))), dataset=dataset, image_size=image_size
+            )
             menu.setdefault(shape_of(spec), spec)
             if len(menu) == num_buckets:
                 return tuple(menu.values())
