@@ -46,9 +46,9 @@ def main() -> None:
 
     compiles: list[float] = []
     monitoring.register_event_duration_secs_listener(
-        lambda event, secs, **_: compiles.append(secs)
-        if event == "/jax/core/compile/backend_compile_duration"
-        else None
+        lambda event, secs, **_: (
+            compiles.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None
+        )
     )
     from meta_train import config as config_lib
     from meta_train.builders import build_estimator, build_outer_optimizer, build_system
