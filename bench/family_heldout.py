@@ -31,15 +31,19 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
+    import jax
+
     from learned_opt import Adam
     from meta_train import config as config_lib
     from meta_train.builders import build_eval_system, build_system
     from meta_train.evaluation.fixed_seeds import evaluate
+    from meta_train.systems.family import SystemFamily
     from meta_train.training.export_run import theta_from_run
 
     run = pathlib.Path(args.run)
     config = config_lib.load(run / "config.toml")
     held_out = build_eval_system(config, build_system(config))
+    assert isinstance(held_out, SystemFamily), "not a task-family run"
     lopt, theta, card = theta_from_run(run)
     steps = args.steps or held_out.horizon
 
@@ -52,9 +56,9 @@ def main() -> None:
         adam = {}
         for lr in args.adam_lrs:
             opt = Adam(learning_rate=lr)
-            adam[lr] = on(member, opt, opt.init_meta(None))
+            adam[lr] = on(member, opt, opt.init_meta(jax.random.PRNGKey(0)))
         best = min(adam, key=lambda lr: adam[lr]["eval_loss"])
-        rows.append((member.name, learned, adam, best))
+        rows.append((getattr(member, "name", "?"), learned, adam, best))
 
     print(f"run {run} (outer step {card['outer_steps']}), {args.seeds} seeds x {steps} steps;")
     print("L_t / L_0 on held-out shapes: mean over the episode (final step)")

@@ -45,13 +45,15 @@ def main() -> None:
     from jax import monitoring
 
     compiles: list[float] = []
-    monitoring.register_event_duration_secs_listener(
-        lambda event, secs, **_: (
-            compiles.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None
-        )
-    )
+
+    def on_event(event: str, duration_secs: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration_secs)
+
+    monitoring.register_event_duration_secs_listener(on_event)
     from meta_train import config as config_lib
     from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+    from meta_train.systems.family import SystemFamily
     from meta_train.training.outer_step import init_meta_state, make_outer_step
 
     config = config_lib.load(
@@ -102,15 +104,17 @@ def main() -> None:
     print("W2: image-MLP family (8x8 and 28x28, depth 1-3, width 16-256, batch 32-256),")
     print(f"    augmentation, norm_mlp 16, PES N={args.particles} K={args.trunc_len} "
           f"T={args.horizon}, {args.buckets} buckets; {jax.devices()[0].platform}")  # fmt: skip
+    assert isinstance(system, SystemFamily)
     for member in system.members:
-        print(f"    bucket {member.name}")
+        print(f"    bucket {getattr(member, 'name', '?')}")
     print(f"particle inner-steps/s (all buckets): {rate:.0f}")
     print(f"start: {start_compiles} XLA compilations, {start_compile_s:.1f} s compiling; "
           f"ready after {ready_s:.1f} s (first outer step {first:.1f} s)")  # fmt: skip
     more, more_s = len(compiles) - start_compiles, sum(compiles) - start_compile_s
+    programs = step._cache_size()  # type: ignore[attr-defined]  # a jitted function's
     print(f"after {args.draw_steps} more outer steps ({drawn} episodes begun, each a new task): "
           f"{more} more compilations, {more_s:.2f} s compiling; "
-          f"outer-step programs {step._cache_size()}")  # fmt: skip
+          f"outer-step programs {programs}")  # fmt: skip
     print(f"outer step at start {start_step_s * 1e3:.0f} ms, after the draws "
           f"{after_step_s * 1e3:.0f} ms")  # fmt: skip
     print(f"peak RSS: {rss_mb:.0f} MB")

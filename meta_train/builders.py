@@ -113,12 +113,14 @@ def _normalised_loss_cap(cfg: TaskConfig, bucket) -> float:
 
 def build_family(config: Config) -> ImageMLPFamily:
     f = config.family
+    if len(f.width_range) != 2:
+        raise ConfigError(f"family.width_range must be [min, max], got {list(f.width_range)}")
     try:
         return ImageMLPFamily(
             datasets=f.datasets,
             image_sizes=f.image_sizes,
             depths=f.depths,
-            width_range=f.width_range,
+            width_range=(f.width_range[0], f.width_range[1]),
             activations=f.activations,
             batch_sizes=f.batch_sizes,
             data_dir=config.task.data_dir or None,

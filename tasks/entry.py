@@ -64,6 +64,8 @@ def _import(module_name: str, entry: str):
         if not path.is_file():
             raise EntryError(f"task.entry {entry!r}: no such file {path}")
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise EntryError(f"task.entry {entry!r}: {path} is not a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from meta_train.runtime.sharding import PARTICLE_AXIS
 from meta_train.systems.base import MetaTrainableSystem
+from meta_train.systems.family import SystemFamily
 
 
 class ParticleState(NamedTuple):
@@ -46,8 +47,15 @@ class Estimate(NamedTuple):
 class Estimator(Protocol):
     """A gradient estimator over a system; a registered pytree, so ``jit`` can take it."""
 
-    system: MetaTrainableSystem
-    num_particles: int
+    @property
+    def system(self) -> MetaTrainableSystem | SystemFamily:
+        """What is unrolled (a family's members, for ``estimators.family``)."""
+        ...
+
+    @property
+    def num_particles(self) -> int:
+        """N: particles, not pairs (all members' together for a family)."""
+        ...
 
     @property
     def steps_per_call(self) -> int:

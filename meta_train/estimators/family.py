@@ -47,7 +47,8 @@ class FamilyEstimator:
 
     @property
     def system(self) -> SystemFamily:
-        return SystemFamily(tuple(m.system for m in self.members), self.weights)
+        members: list[Any] = [m.system for m in self.members]
+        return SystemFamily(tuple(members), self.weights)
 
     @property
     def num_particles(self) -> int:
@@ -71,7 +72,7 @@ class FamilyEstimator:
         grad = jax.tree.map(
             lambda *gs: sum(w * g for w, g in zip(self.weights, gs)), *[r.grad for r in results]
         )
-        metrics = {}
+        metrics: dict[str, Any] = {}
         for name in results[0].metrics:
             values = [r.metrics[name] for r in results]
             if name in _COUNTS:

@@ -68,7 +68,8 @@ OPTIMIZER_KINDS = ("image_mlp", "image_mlp_family", "python")
 def _optimizer_and_tasks(system) -> tuple[Any, str | list[str]]:
     """The learned optimizer a system trains with, and the name(s) of its tasks."""
     if isinstance(system, SystemFamily):
-        return system.members[0].lopt, [m.name for m in system.members]
+        members: list[Any] = list(system.members)  # SampledTaskSystems
+        return members[0].lopt, [m.name for m in members]
     if isinstance(system, SampledTaskSystem):
         return system.lopt, system.name
     assert isinstance(system, LearnedOptimizerSystem)
