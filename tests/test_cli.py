@@ -171,6 +171,15 @@ def test_existing_run_is_not_overwritten(cli_run):
         (["--set", "train.eval_seeds=0"], "train.eval_seeds must be at least 1"),
         (["--set", "lopt.hidden_sizes=[]"], "lopt.hidden_sizes: the MLP learned optimizer"),
         (["--set", "estimator.sigma=0"], "estimator.sigma must be > 0"),
+        (
+            ["--set", "task.kind=image_mlp_family", "--set", "family.width_range=[64, 16]"],
+            "[family]: width_range must be [min, max] with 1 <= min <= max",
+        ),
+        (
+            ["--set", "task.kind=image_mlp_family", "--set", "family.num_buckets=3"],
+            "must be a multiple of family.num_buckets (3)",
+        ),
+        (["--set", "task.kind=python"], 'task.kind = "python" needs task.entry'),
     ],
 )
 def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
