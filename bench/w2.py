@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--draw-steps", type=int, default=120, help="outer steps drawing tasks")
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--block-steps", type=int, default=5)
+    ap.add_argument("--tiny", action="store_true", help="a family of small 8x8 MLPs (tests)")
     args = ap.parse_args()
 
     import jax
@@ -56,15 +57,19 @@ def main() -> None:
     from meta_train.systems.family import SystemFamily
     from meta_train.training.outer_step import init_meta_state, make_outer_step
 
+    family = (
+        ["family.image_sizes=[8]", "family.depths=[1]", "family.width_range=[8, 16]",
+         "family.batch_sizes=[16]"]
+        if args.tiny
+        else ["family.image_sizes=[8, 28]", "family.depths=[1, 2, 3]",
+              "family.width_range=[16, 256]", "family.batch_sizes=[32, 64, 128, 256]"]
+    )  # fmt: skip
     config = config_lib.load(
         None,
         [
             "task.kind=image_mlp_family",
             f"task.horizon={args.horizon}",
-            "family.image_sizes=[8, 28]",
-            "family.depths=[1, 2, 3]",
-            "family.width_range=[16, 256]",
-            "family.batch_sizes=[32, 64, 128, 256]",
+            *family,
             f"family.num_buckets={args.buckets}",
             "family.param_scale=3.0",
             "family.grad_scale=10.0",

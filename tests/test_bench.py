@@ -33,6 +33,16 @@ def test_w1_smoke():
     assert lines[-1].startswith("W1 N=4 K=3 T=10:")
 
 
+def test_w2_smoke():
+    out = "\n".join(
+        _bench("w2.py", "--tiny", "--buckets", "2", "--particles", "4", "--horizon", "6",
+               "--trunc-len", "3", "--draw-steps", "6", "--blocks", "1", "--block-steps", "1")
+    )  # fmt: skip
+    assert "particle inner-steps/s (all buckets):" in out
+    assert "0 more compilations, 0.00 s compiling; outer-step programs 1" in out
+    assert "peak RSS" in out and "reproduce: python bench/w2.py --tiny" in out
+
+
 def test_dataset_load_smoke():
     out = "\n".join(_bench("dataset_load.py", "--train", "120", "--test", "20"))
     assert "train split on device: [100, 32, 32, 3]" in out  # 120 minus a sixth

@@ -196,8 +196,9 @@ def test_bad_config_is_one_line_exit_2(args, message, tmp_path):
 def test_list_shows_configs_datasets_and_suites(tmp_path):
     proc = _lopt("list", cwd=tmp_path)  # shipped configs and optimizers from anywhere
     assert proc.returncode == 0, proc.stderr
-    for word in ("default, influence_balancing", "shipped optimizers: default_mlp",
-                 "fashion_mnist", "held-out", "estimator.num_particles"):  # fmt: skip
+    for word in ("default, family, family_long, influence_balancing",
+                 "shipped optimizers: default_mlp", "fashion_mnist", "held-out",
+                 "estimator.num_particles", "family.num_buckets"):  # fmt: skip
         assert word in proc.stdout
 
 
