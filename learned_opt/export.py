@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import pathlib
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from learned_opt.base import LearnedOptimizer
@@ -30,6 +33,36 @@ def _ocp():
     import orbax.checkpoint as ocp  # on first use: Orbax is slow to import
 
     return ocp
+
+
+def tree_digest(tree: Any) -> str:
+    """SHA-256 over every leaf of ``tree`` (tree-flatten order): its shape, dtype and
+    bytes. What checkpoints and artifacts store to detect damage Orbax cannot see."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def quiet_closed_event_loops() -> None:
+    """After a failed read, Orbax's storage threads call back into asyncio loops it
+    has closed; each raises "Event loop is closed" as an unraisable exception, and
+    Python's default hook prints a traceback for every one (hundreds of lines,
+    burying the one warning that matters). Those alone are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_lopt_quiet", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._lopt_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 class OptimizerFileError(ValueError):
@@ -69,6 +102,7 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": architecture(lopt),
+        "theta_sha256": tree_digest(theta),
         "card": {
             "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             **(card or {}),
@@ -98,6 +132,7 @@ def _stored_shapes(ocp, item: pathlib.Path):
 def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
     """Return ``(lopt, theta, card)`` from an artifact, or raise OptimizerFileError."""
     path = pathlib.Path(path).absolute()
+    quiet_closed_event_loops()
 
     def fail(why: str):
         raise OptimizerFileError(f"{path}: {why}")
@@ -138,6 +173,8 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
             )
     if jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), theta) != want:
         fail("theta does not match the architecture's shapes")
+    if "theta_sha256" in meta and meta["theta_sha256"] != tree_digest(theta):
+        fail("theta is damaged (its checksum does not match the one written with it)")
     return lopt, theta, meta.get("card", {})
 
 

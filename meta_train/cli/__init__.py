@@ -49,3 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lopt list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # permissions, not a directory, disk full: the path says where
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lopt: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2

@@ -17,6 +17,7 @@ from meta_train import resources
 from meta_train.config import ConfigError
 from meta_train.evaluation.report import ReportError
 from meta_train.training.checkpoint import CheckpointError
+from meta_train.training.run_dir import RunExistsError, RunInUseError, holds_run
 from tasks.datasets import DatasetError
 
 USER_ERRORS = (
@@ -26,11 +27,15 @@ USER_ERRORS = (
     OptimizerFileError,
     ReportError,
     FileExistsError,
+    RunInUseError,
+    RunExistsError,
 )
 RESUME_OVERRIDABLE = "train."
 
 
 def _config_file(name_or_path: str) -> pathlib.Path:
+    if pathlib.Path(name_or_path).is_dir():
+        raise ConfigError(f"--config {name_or_path}: is a directory, not a config file")
     path = resources.find_config(name_or_path)
     if path is None:
         raise ConfigError(
@@ -43,7 +48,7 @@ def _config_file(name_or_path: str) -> pathlib.Path:
 def _fresh_run_dir(name: str) -> pathlib.Path:
     base = pathlib.Path("runs") / name
     candidate, n = base, 1
-    while (candidate / "checkpoints").exists():
+    while holds_run(candidate):
         candidate = base.with_name(f"{name}-{n}")
         n += 1
     return candidate
@@ -78,7 +83,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
             run_dir = _fresh_run_dir(config.name)
         else:
             run_dir = pathlib.Path(args.out)
-            if (run_dir / "checkpoints").exists():
+            if holds_run(run_dir):
                 raise ConfigError(
                     f"{run_dir} already holds a run; pass --resume to continue "
                     "it or choose another --out"

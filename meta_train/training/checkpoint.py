@@ -5,8 +5,15 @@ particle's state and accumulator, the RNG key, the outer step) and the resolved
 config as JSON, so a resumed run continues bit for bit. Saves are asynchronous
 and atomic (Orbax writes to a temporary directory and renames it); call
 ``wait()`` before the process exits or the last save may be lost.
-``max_to_keep`` bounds disk use. Restoring walks back from the newest step: a
-damaged checkpoint is reported on stderr and the previous one is used.
+``max_to_keep`` bounds disk use.
+
+Integrity: each checkpoint also holds ``integrity`` (JSON), a SHA-256 of the
+state's arrays (``learned_opt.export.tree_digest``), checked on restore, so
+flipped bytes that Orbax reads without complaint are caught. Restoring walks
+back from the newest step: a damaged checkpoint (unreadable, or failing its
+checksum) is reported in one line on stderr, removed, and the previous one is
+used; the steps recomputed after it are then saved again. A save that fails
+raises ``CheckpointError`` at once, keeping the checkpoints already written.
 Nothing is ever unpickled.
 """
 
@@ -18,6 +25,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from learned_opt.export import quiet_closed_event_loops, tree_digest
 
 # One program copying every leaf (a per-leaf jnp.copy compiles a program per
 # shape and sharding).
@@ -39,6 +48,7 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3):
         self.directory = pathlib.Path(directory).absolute()
+        quiet_closed_event_loops()
         ocp = _ocp()
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -54,12 +64,28 @@ class Checkpointer:
         """Start an asynchronous save of ``state`` (a copy: the caller may donate
         ``state``'s buffers to its next outer step while the save runs)."""
         ocp = _ocp()
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_copy(state)), config=ocp.args.JsonSave(config)
-            ),
-        )
+        copy = _copy(state)
+        integrity = {"state_sha256": tree_digest(copy)}
+        try:
+            self._manager.check_for_errors()  # an earlier asynchronous save that failed
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(copy),
+                    config=ocp.args.JsonSave(config),
+                    integrity=ocp.args.JsonSave(integrity),
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - disk full, permissions, ...: one line
+            raise CheckpointError(
+                f"saving checkpoint step {step} in {self.directory} failed ({_first_line(e)}); "
+                f"the checkpoints before it are kept"
+            ) from None
+        if not saved:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} was not saved (a step at or "
+                "after it already exists)"
+            )
 
     def restore(self, like: Any, step: int | None = None) -> tuple[int, Any, dict]:
         """Restore into the structure of ``like`` (arrays or ``jax.ShapeDtypeStruct``s);
@@ -70,31 +96,52 @@ class Checkpointer:
         if not steps:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        problems = []
+        problems, damaged = [], []
         for s in steps:
             try:
-                out = self._manager.restore(
-                    s,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()
-                    ),
-                )
+                out = self._restore_step(ocp, s, abstract)
                 if jax.tree.structure(out.state) != jax.tree.structure(like):
                     raise CheckpointError("its contents do not match this run's structure")
-                return s, out.state, out.config
+                digest = (out.get("integrity") or {}).get("state_sha256")
+                if digest is not None and digest != tree_digest(out.state):
+                    raise CheckpointError("its arrays do not match their checksum")
             except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
-                reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                reason = _first_line(e)
                 problems.append(f"step {s}: {reason}")
+                damaged.append(s)
                 print(
                     f"warning: checkpoint step {s} in {self.directory} is damaged "
                     f"({reason}); trying the previous one",
                     file=sys.stderr,
                 )
+                continue
+            for bad in damaged:  # so the steps recomputed after ``s`` are saved again
+                self._manager.delete(bad)
+                print(f"warning: removed damaged checkpoint step {bad}", file=sys.stderr)
+            return s, out.state, out.config
         raise CheckpointError(f"no usable checkpoint in {self.directory}: " + "; ".join(problems))
 
+    def _restore_step(self, ocp, step: int, abstract: Any):
+        items = {"state": ocp.args.StandardRestore(abstract), "config": ocp.args.JsonRestore()}
+        if (self.directory / str(step) / "integrity").exists():  # older runs have none
+            items["integrity"] = ocp.args.JsonRestore()
+        return self._manager.restore(step, args=ocp.args.Composite(**items))
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - the last asynchronous save failed
+            raise CheckpointError(
+                f"saving a checkpoint in {self.directory} failed ({_first_line(e)})"
+            ) from None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

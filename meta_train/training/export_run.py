@@ -3,6 +3,7 @@ and the one lookup (artifact path, run directory or shipped name) that ``lopt ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 from typing import Any
@@ -19,6 +20,7 @@ from meta_train.systems.family import SystemFamily
 from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.training.checkpoint import Checkpointer, CheckpointError
 from meta_train.training.outer_step import fresh_meta_state
+from meta_train.training.run_dir import RunLock
 
 
 def theta_from_run(run_dir: str | pathlib.Path):
@@ -41,7 +43,8 @@ def theta_from_run(run_dir: str | pathlib.Path):
             estimator, build_outer_optimizer(config), jax.random.PRNGKey(config.train.seed)
         )
     )
-    step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
+    with _reading_lock(run_dir):  # not while a meta-training process writes the run
+        step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
     card = {
         "meta_trained_on": {"task": trained_on, **config_lib.to_dict(config)["task"]},
         "estimator": config_lib.to_dict(config)["estimator"],
@@ -59,6 +62,20 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if config.task.kind == "image_mlp_family":
         card["family"] = config_lib.to_dict(config)["family"]
     return lopt, state.theta, card
+
+
+@contextlib.contextmanager
+def _reading_lock(run_dir: pathlib.Path):
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except PermissionError:  # a read-only run: no process can be writing it through us
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # task.kind values whose theta is a learned optimizer's.

@@ -36,6 +36,7 @@ from meta_train.systems.family import SystemFamily
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.curriculum import horizon_at, with_horizon
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
+from meta_train.training.run_dir import RunExistsError, RunLock, holds_run
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
 
 _DEFAULT_SETTINGS = config_lib.TrainConfig()
@@ -131,73 +132,91 @@ def train(
     outer_opt = outer_opt or outer_optimizer(settings)
     eval_system = eval_system if eval_system is not None else estimator.system
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # one process per run directory, for the whole run
+        if not resume and holds_run(run_dir):
+            raise RunExistsError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose "
+                "another directory"
+            )
 
-    state = init_meta_state(estimator, outer_opt, tc.seed)
-    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=tc.max_to_keep)
-    if resume:
-        step, state, _ = checkpointer.restore(state)
-        log(f"resumed {run_dir} from outer step {step}")
-    if config is not None:
-        (run_dir / "config.toml").write_text(config_lib.dumps(config))
-        config_json = config_lib.to_dict(config)
-    else:
-        config_json = {"train": dataclasses.asdict(settings)}
-    metrics_log = MetricsLog(run_dir, append=resume, log=log)
-    evaluate_theta = _evaluator(eval_system, tc.eval_seeds)
+        state = init_meta_state(estimator, outer_opt, tc.seed)
+        checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=tc.max_to_keep)
+        if resume and not checkpointer.steps():
+            log(f"{run_dir} was stopped before its first checkpoint: starting it over from step 0")
+            resume = False
+        if resume:
+            step, state, _ = checkpointer.restore(state)
+            log(f"resumed {run_dir} from outer step {step}")
+        if config is not None:
+            (run_dir / "config.toml").write_text(config_lib.dumps(config))
+            config_json = config_lib.to_dict(config)
+        else:
+            config_json = {"train": dataclasses.asdict(settings)}
+        # On resume the log is cut back to the restored step (the steps after it are
+        # run again), and an evaluation at a final step is dropped (it runs again).
+        restored = int(state.step)
+        metrics_log = MetricsLog(
+            run_dir,
+            append=resume,
+            log=log,
+            keep_through=restored,
+            drop_eval_at=restored if restored >= tc.steps else None,
+        )
+        evaluate_theta = _evaluator(eval_system, tc.eval_seeds)
 
-    start_step = int(state.step)
-    eval_before = None
-    if start_step == 0:
-        eval_before = evaluate_theta(state.theta)
-        metrics_log.write({"step": 0, **eval_before})
-        log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
+        start_step = int(state.step)
+        eval_before = None
+        if start_step == 0:
+            eval_before = evaluate_theta(state.theta)
+            metrics_log.write({"step": 0, **eval_before})
+            log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
 
-    step_estimator, state, shardings, num_devices = distribute(estimator, state)
-    if num_devices > 1:
-        log(f"particles sharded over {num_devices} devices")
-    outer_step = make_outer_step(outer_opt, shardings)
-    bar = Progress(tc.steps, start_step, progress)
-    rate = StepRate(estimator.steps_per_call)
-    trace = StepTrace(run_dir / "profile", first=start_step + 2, count=profile_steps)
-    try:
-        for step in range(start_step + 1, tc.steps + 1):
-            if horizon_curriculum:
-                horizon = horizon_at(
-                    step, curriculum_steps, horizon_curriculum, estimator.system.horizon
-                )
-                step_estimator = with_horizon(step_estimator, horizon)
-            trace.before(step)
-            t0 = now()
-            state, metrics = outer_step(step_estimator, state)
-            values: dict[str, float] = {k: v.item() for k, v in jax.device_get(metrics).items()}
-            rate.add(now() - t0)
-            trace.after(step)
-            if step % tc.log_every == 0 or step == tc.steps:
-                record = {"step": step, **values, "particle_steps_per_s": rate.rate,
-                          "seconds": now() - t_start}  # fmt: skip
-                theta = theta_values(state.theta)  # toy systems: log the trajectory
-                metrics_log.write(record if theta is None else {**record, "theta": theta})
-            if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
-                metrics_log.write({"step": step, **evaluate_theta(state.theta)})
-            if step % tc.checkpoint_every == 0 or step == tc.steps:
-                checkpointer.save(step, state, config_json)
-            bar.update(values["meta_loss"], rate.rate)
-        eval_after = evaluate_theta(state.theta)
-        metrics_log.write({"step": int(state.step), **eval_after})
-    finally:
-        trace.close()
-        bar.close()
-        checkpointer.close()
-        metrics_log.close()
+        step_estimator, state, shardings, num_devices = distribute(estimator, state)
+        if num_devices > 1:
+            log(f"particles sharded over {num_devices} devices")
+        outer_step = make_outer_step(outer_opt, shardings)
+        bar = Progress(tc.steps, start_step, progress)
+        rate = StepRate(estimator.steps_per_call)
+        trace = StepTrace(run_dir / "profile", first=start_step + 2, count=profile_steps)
         try:
-            draw_report(run_dir)  # also for a run that stopped early
-        except ReportError:
-            pass  # stopped before anything was logged
-    seconds = now() - t_start
-    log(
-        f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
-        + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
-    )
-    log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir} "
-        f"(report.png; TensorBoard: tensorboard --logdir {run_dir / 'tb'})")  # fmt: skip
-    return RunResult(run_dir, state.theta, eval_before, eval_after, rate.rate, seconds)
+            for step in range(start_step + 1, tc.steps + 1):
+                if horizon_curriculum:
+                    horizon = horizon_at(
+                        step, curriculum_steps, horizon_curriculum, estimator.system.horizon
+                    )
+                    step_estimator = with_horizon(step_estimator, horizon)
+                trace.before(step)
+                t0 = now()
+                state, metrics = outer_step(step_estimator, state)
+                values: dict[str, float] = {k: v.item() for k, v in jax.device_get(metrics).items()}
+                rate.add(now() - t0)
+                trace.after(step)
+                if step % tc.log_every == 0 or step == tc.steps:
+                    record = {"step": step, **values, "particle_steps_per_s": rate.rate,
+                              "seconds": now() - t_start}  # fmt: skip
+                    theta = theta_values(state.theta)  # toy systems: log the trajectory
+                    metrics_log.write(record if theta is None else {**record, "theta": theta})
+                if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
+                    metrics_log.write({"step": step, **evaluate_theta(state.theta)})
+                if step % tc.checkpoint_every == 0 or step == tc.steps:
+                    checkpointer.save(step, state, config_json)
+                bar.update(values["meta_loss"], rate.rate)
+            eval_after = evaluate_theta(state.theta)
+            metrics_log.write({"step": int(state.step), **eval_after})
+        finally:
+            trace.close()
+            bar.close()
+            checkpointer.close()
+            metrics_log.close()
+            try:
+                draw_report(run_dir)  # also for a run that stopped early
+            except ReportError:
+                pass  # stopped before anything was logged
+        seconds = now() - t_start
+        log(
+            f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
+            + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
+        )
+        log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir} "
+            f"(report.png; TensorBoard: tensorboard --logdir {run_dir / 'tb'})")  # fmt: skip
+        return RunResult(run_dir, state.theta, eval_before, eval_after, rate.rate, seconds)

@@ -1,10 +1,11 @@
 """One outer iteration, pure: perturb, unroll, estimate, clip, apply the outer update.
 
 ``outer_step(estimator, meta_state) -> (meta_state, metrics)`` is one compiled
-program. A non-finite meta-gradient is not applied (theta and the outer
-optimizer state stay as they were, ``metrics["skipped"]`` is 1) so one bad
-truncation cannot destroy theta. The step key is ``fold_in(key, step)``, so a
-resumed run draws exactly the keys an uninterrupted one would. Uses only the
+program. A non-finite meta-gradient, or an update that would make theta
+non-finite, is not applied (theta and the outer optimizer state stay as they
+were, ``metrics["skipped"]`` is 1) so one bad truncation cannot destroy theta.
+The step key is ``fold_in(key, step)``, so a resumed run draws exactly the keys
+an uninterrupted one would. Uses only the
 estimator contract (``meta_train.estimators.base.Estimator``); see
 docs/ARCHITECTURE.md for the whole iteration.
 """
@@ -72,6 +73,7 @@ def outer_iteration(outer_opt: optax.GradientTransformation) -> OuterStep:
         safe_grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
         updates, opt_state = outer_opt.update(safe_grad, state.outer_opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
+        finite = finite & all_finite(theta)  # an update can overflow a finite theta
         theta, opt_state = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old),
             (theta, opt_state),

@@ -17,10 +17,26 @@ SMALL_THETA = 16  # a theta this small is written to metrics.jsonl at every logg
 
 class MetricsLog:
     """A run's records: one JSON object per line of ``RUN/metrics.jsonl``, flushed as
-    written, and the same scalars as TensorBoard event files in ``RUN/tb/``."""
+    written, and the same scalars as TensorBoard event files in ``RUN/tb/``.
 
-    def __init__(self, run_dir: pathlib.Path, append: bool, log: Callable[[str], None] = print):
-        self._file = (run_dir / "metrics.jsonl").open("a" if append else "w")
+    Appending (a resumed run) first cuts the file back to the records of steps
+    up to ``keep_through`` (the restored step: later ones will be logged again),
+    dropping a torn last line and, with ``drop_eval_at``, the evaluation at
+    that step, so every step is in the file once.
+    """
+
+    def __init__(
+        self,
+        run_dir: pathlib.Path,
+        append: bool,
+        log: Callable[[str], None] = print,
+        keep_through: int | None = None,
+        drop_eval_at: int | None = None,
+    ):
+        path = run_dir / "metrics.jsonl"
+        if append and path.exists() and keep_through is not None:
+            _cut_back(path, keep_through, drop_eval_at)
+        self._file = path.open("a" if append else "w")
         self._tensorboard = _open_tensorboard(run_dir / "tb", log)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -33,6 +49,25 @@ class MetricsLog:
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def _cut_back(path: pathlib.Path, keep_through: int, drop_eval_at: int | None) -> None:
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn line
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        if record["step"] > keep_through:
+            continue
+        if record["step"] == drop_eval_at and "eval_loss" in record:
+            continue
+        kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)  # atomic: a kill now leaves the old file or the new one
 
 
 class _TensorBoard:
