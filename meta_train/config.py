@@ -120,6 +120,9 @@ class TrainConfig:
     eval_seeds: int = 8
     checkpoint_every: int = 100
     max_to_keep: int = 3
+    # stop (exit 2) when this many outer steps in a row were skipped or had an
+    # exactly zero meta-gradient: the run cannot make progress; 0 never stops
+    health_window: int = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +224,7 @@ AT_LEAST = {
     "train.eval_seeds": 1,
     "train.checkpoint_every": 1,
     "train.max_to_keep": 1,
+    "train.health_window": 0,
     "family.num_buckets": 1,
     "family.heldout_buckets": 1,
 }

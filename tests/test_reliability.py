@@ -192,3 +192,38 @@ def test_an_update_that_overflows_theta_is_not_applied():
     new, metrics = outer_iteration(outer_opt)(HugeGradient(), state)
     assert int(metrics["skipped"]) == 1
     np.testing.assert_array_equal(new.theta["w"], theta["w"])
+
+
+def test_a_run_whose_gradient_is_zero_stops_with_one_line(tmp_path):
+    """Theta that no longer changes the loss (here: a system whose state ignores it)
+    gives an exactly zero meta-gradient; after ``health_window`` such steps the run
+    stops with RunHealthError, keeping a checkpoint of what was done."""
+    import dataclasses
+    import functools
+
+    from meta_train.config import TrainConfig
+    from meta_train.estimators import PES
+    from meta_train.training.checkpoint import Checkpointer
+    from meta_train.training.health import RunHealthError
+    from meta_train.training.loop import train
+
+    @functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=["horizon"])
+    @dataclasses.dataclass(frozen=True)
+    class Blind:  # a loss that theta does not reach
+        horizon: int = 8
+
+        def init_theta(self, key):
+            return jnp.zeros((2,), jnp.float32)
+
+        def init(self, theta, key):
+            return jnp.zeros((), jnp.float32)
+
+        def step(self, theta, state, key):
+            return state + 1.0, 0.1 * state
+
+    system = Blind()
+    settings = TrainConfig(steps=20, eval_seeds=1, checkpoint_every=100, health_window=3)
+    with pytest.raises(RunHealthError, match="exactly zero for outer steps 1-3"):
+        train(PES(system, num_particles=2, trunc_len=4), tmp_path / "run", settings,
+              progress=False, log=lambda _: None)  # fmt: skip
+    assert Checkpointer(tmp_path / "run" / "checkpoints").steps() == [3]

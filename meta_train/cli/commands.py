@@ -17,6 +17,7 @@ from meta_train import resources
 from meta_train.config import ConfigError
 from meta_train.evaluation.report import ReportError
 from meta_train.training.checkpoint import CheckpointError
+from meta_train.training.health import RunHealthError
 from meta_train.training.run_dir import RunExistsError, RunInUseError, holds_run
 from tasks.datasets import DatasetError
 
@@ -29,6 +30,7 @@ USER_ERRORS = (
     FileExistsError,
     RunInUseError,
     RunExistsError,
+    RunHealthError,
 )
 RESUME_OVERRIDABLE = "train."
 

@@ -35,6 +35,7 @@ from meta_train.systems.base import UnrolledSystem
 from meta_train.systems.family import SystemFamily
 from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.curriculum import horizon_at, with_horizon
+from meta_train.training.health import Health
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
 from meta_train.training.run_dir import RunExistsError, RunLock, holds_run
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
@@ -176,6 +177,7 @@ def train(
             log(f"particles sharded over {num_devices} devices")
         outer_step = make_outer_step(outer_opt, shardings)
         bar = Progress(tc.steps, start_step, progress)
+        health = Health(tc.health_window)
         rate = StepRate(estimator.steps_per_call)
         trace = StepTrace(run_dir / "profile", first=start_step + 2, count=profile_steps)
         try:
@@ -191,6 +193,7 @@ def train(
                 values: dict[str, float] = {k: v.item() for k, v in jax.device_get(metrics).items()}
                 rate.add(now() - t0)
                 trace.after(step)
+                health.add(step, values)
                 if step % tc.log_every == 0 or step == tc.steps:
                     record = {"step": step, **values, "particle_steps_per_s": rate.rate,
                               "seconds": now() - t_start}  # fmt: skip
@@ -198,9 +201,11 @@ def train(
                     metrics_log.write(record if theta is None else {**record, "theta": theta})
                 if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
                     metrics_log.write({"step": step, **evaluate_theta(state.theta)})
-                if step % tc.checkpoint_every == 0 or step == tc.steps:
+                stalled = health.stalled
+                if step % tc.checkpoint_every == 0 or step == tc.steps or stalled:
                     checkpointer.save(step, state, config_json)
-                bar.update(values["meta_loss"], rate.rate)
+                bar.update(values["meta_loss"], rate.rate, health.summary())
+                health.check(step)
             eval_after = evaluate_theta(state.theta)
             metrics_log.write({"step": int(state.step), **eval_after})
         finally:
@@ -217,6 +222,8 @@ def train(
             f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
             + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
         )
+        if health.summary():
+            log(f"outer steps: {health.summary()} (see metrics.jsonl)")
         log(f"{rate.rate:.0f} particle inner-steps/s; {seconds:.1f} s in all; run in {run_dir} "
             f"(report.png; TensorBoard: tensorboard --logdir {run_dir / 'tb'})")  # fmt: skip
         return RunResult(run_dir, state.theta, eval_before, eval_after, rate.rate, seconds)

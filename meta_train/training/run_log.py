@@ -136,10 +136,11 @@ class Progress:
                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
             )  # fmt: skip
 
-    def update(self, meta_loss: float, rate: float) -> None:
+    def update(self, meta_loss: float, rate: float, health: str = "") -> None:
         if self._bar is not None:
+            extra = {"health": health} if health else {}
             self._bar.set_postfix(
-                meta_loss=f"{meta_loss:.4f}", steps_per_s=f"{rate:.0f}", refresh=False
+                meta_loss=f"{meta_loss:.4f}", steps_per_s=f"{rate:.0f}", **extra, refresh=False
             )
             self._bar.update(1)
 
