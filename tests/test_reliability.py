@@ -7,7 +7,6 @@ again; a second process refused by the run directory's lock and a stale lock
 ignored; damaged artifacts; bad paths as one line and exit 2.
 """
 
-import json
 import os
 import pathlib
 import signal
@@ -37,18 +36,12 @@ def _start(out: pathlib.Path, *extra: str) -> subprocess.Popen:
 
 
 def _steps(run: pathlib.Path) -> list[int]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
+    """The outer steps logged in ``run``'s metrics.jsonl (a torn last line skipped)."""
+    from meta_train.evaluation.report import read_metrics
+
+    if not (run / "metrics.jsonl").exists():
         return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "meta_loss" in record:
-            out.append(record["step"])
-    return out
+    return [r["step"] for r in read_metrics(run) if "meta_loss" in r]
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:

@@ -133,9 +133,10 @@ def test_normalized_rule_export_round_trip_is_bit_equal(tmp_path):
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
 
     def run(opt):
+        update = jax.jit(opt.update)  # one program, not op-by-op dispatch
         state, p = opt.init(params), params
         for _ in range(3):
-            updates, state = opt.update(grads, state, p)
+            updates, state = update(grads, state, p)
             p = optax.apply_updates(p, updates)
         return p
 
