@@ -91,6 +91,10 @@ def from_architecture(arch: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
 
 
+def _shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda x: (tuple(jnp.shape(x)), jnp.dtype(jnp.result_type(x)).name), tree)
+
+
 def save(
     path: str | pathlib.Path, lopt: LearnedOptimizer, theta: Any, card: dict | None = None
 ) -> pathlib.Path:
@@ -98,6 +102,12 @@ def save(
     path = pathlib.Path(path).absolute()
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another path")
+    want = jax.eval_shape(lopt.init_meta, jax.random.PRNGKey(0))
+    if _shapes(theta) != _shapes(want):
+        raise ValueError(
+            f"theta does not match {type(lopt).__name__}'s architecture: expected "
+            f"{_shapes(want)}, got {_shapes(theta)}"
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

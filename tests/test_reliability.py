@@ -220,3 +220,20 @@ def test_a_run_whose_gradient_is_zero_stops_with_one_line(tmp_path):
         train(PES(system, num_particles=2, trunc_len=4), tmp_path / "run", settings,
               progress=False, log=lambda _: None)  # fmt: skip
     assert Checkpointer(tmp_path / "run" / "checkpoints").steps() == [3]
+
+
+def test_resume_with_another_config_is_refused(reference, tmp_path):
+    proc = _lopt("meta-train", "--resume", "--out", str(reference), "--config", "family",
+                 timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "drop --config family" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_saving_a_theta_of_another_architecture_is_refused(tmp_path):
+    import learned_opt
+    from learned_opt import MLPLOpt
+
+    theta = MLPLOpt(hidden_sizes=(8,)).init_meta(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="does not match MLPLOpt's architecture"):
+        learned_opt.save(tmp_path / "opt", MLPLOpt(hidden_sizes=(16,)), theta)
+    assert not (tmp_path / "opt").exists()

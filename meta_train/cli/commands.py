@@ -75,12 +75,17 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         saved = run_dir / "config.toml"
         if not saved.exists():
             raise CheckpointError(f"{run_dir} holds no run to resume (no config.toml)")
+        if args.config is not None:
+            raise ConfigError(
+                f"--resume continues {run_dir} with its own config.toml; drop --config "
+                f"{args.config} (only --set train.* may change)"
+            )
         bad = [s for s in args.set if not s.strip().startswith(RESUME_OVERRIDABLE)]
         if bad:
             raise ConfigError(f"on --resume only train.* keys may be changed, not {bad[0]!r}")
         config = config_lib.load(saved, args.set)
     else:
-        config = config_lib.load(_config_file(args.config), args.set)
+        config = config_lib.load(_config_file(args.config or "default"), args.set)
         if args.out is None:
             run_dir = _fresh_run_dir(config.name)
         else:

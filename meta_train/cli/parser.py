@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer")
     mt.add_argument(
         "--config",
-        default="default",
+        default=None,
         help="a shipped config's name (`lopt list`) or a TOML file (default: default)",
     )
     mt.add_argument(
