@@ -83,6 +83,12 @@ def _import(module_name: str, entry: str):
         raise EntryError(f"task.entry {entry!r}: importing it failed: {e}") from None
 
 
+def _line(e: BaseException) -> str:
+    """An exception's message as one line (a user's may span many)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
 def _missing(obj: Any, names) -> list[str]:
     return [n for n in names if not hasattr(obj, n)]
 
@@ -101,7 +107,7 @@ def load_entry(entry: str, *, split: str = "train") -> TaskBucket:
         raise
     except Exception as e:  # noqa: BLE001 -- the user's module failed while importing
         raise EntryError(
-            f"task.entry {entry!r}: importing it raised {type(e).__name__}: {e}"
+            f"task.entry {entry!r}: importing it raised {type(e).__name__}: {_line(e)}"
         ) from None
     factory = getattr(module, function, None)
     if not callable(factory):
@@ -112,12 +118,13 @@ def load_entry(entry: str, *, split: str = "train") -> TaskBucket:
         obj = factory()
     except Exception as e:  # noqa: BLE001 -- the user's factory failed
         raise EntryError(
-            f"task.entry {entry!r}: {function}() raised {type(e).__name__}: {e}"
+            f"task.entry {entry!r}: {function}() raised {type(e).__name__}: {_line(e)}"
         ) from None
     if hasattr(obj, "sample") and hasattr(obj, "name"):
         bucket = obj
     elif not _missing(obj, TASK_METHODS):
-        if jax.tree.leaves(obj) == [obj]:  # not a registered pytree
+        leaves = jax.tree.leaves(obj)
+        if len(leaves) == 1 and leaves[0] is obj:  # not a registered pytree
             obj = ConstantTask(obj)
         bucket = SingleTask(obj)
     else:
@@ -145,9 +152,8 @@ def check_bucket(bucket: TaskBucket, entry: str, split: str = "train") -> None:
     except EntryError:
         raise
     except Exception as e:  # noqa: BLE001 -- the user's code failed while tracing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise EntryError(
-            f"task.entry {entry!r}: tracing the task failed: {type(e).__name__}: {first[:300]}"
+            f"task.entry {entry!r}: tracing the task failed: {type(e).__name__}: {_line(e)}"
         ) from None
     if not (
         hasattr(loss, "shape") and loss.shape == () and jnp.issubdtype(loss.dtype, jnp.floating)
