@@ -30,6 +30,8 @@ def with_horizon(estimator: Any, horizon: int) -> Any:
     """``estimator`` over the same system(s) with episodes of ``horizon`` steps."""
     if isinstance(estimator, FamilyEstimator):
         members = tuple(with_horizon(m, horizon) for m in estimator.members)
+        if all(new is old for new, old in zip(members, estimator.members)):
+            return estimator  # most steps: no stage boundary, nothing to rebuild
         return dataclasses.replace(estimator, members=members)
     if estimator.system.horizon == horizon:
         return estimator
