@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import hashlib
+import logging
+import os
 import pathlib
+import re
 import sys
 from typing import Any
 
@@ -47,10 +51,14 @@ def tree_digest(tree: Any) -> str:
 
 
 def quiet_closed_event_loops() -> None:
-    """After a failed read, Orbax's storage threads call back into asyncio loops it
-    has closed; each raises "Event loop is closed" as an unraisable exception, and
-    Python's default hook prints a traceback for every one (hundreds of lines,
-    burying the one warning that matters). Those alone are dropped."""
+    """Keep Orbax's storage noise after a failed read out of the user's terminal.
+
+    Its storage threads call back into asyncio loops it has closed; each raises
+    "Event loop is closed" as an unraisable exception, which Python's default hook
+    prints as a traceback. Its un-awaited reads log "Task exception was never
+    retrieved" with a traceback each, and a missing metadata file is logged as an
+    absl warning per lookup. Hundreds of lines would bury the one warning that
+    matters; those alone are dropped (the caller reports the failure itself)."""
     previous = sys.unraisablehook
     if getattr(previous, "_lopt_quiet", False):
         return
@@ -63,6 +71,30 @@ def quiet_closed_event_loops() -> None:
 
     hook._lopt_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(
+        lambda r: not str(r.msg).startswith("Task exception was never retrieved")
+    )
+    logging.getLogger("absl").addFilter(_not_orbax_noise)
+
+
+def _not_orbax_noise(record: logging.LogRecord) -> bool:
+    """False for Orbax's log lines that the caller reports itself in one line: a
+    missing metadata file, and a failed write's traceback from its writer thread."""
+    if str(record.msg).startswith("Metadata file does not exist"):
+        return False
+    return not ("orbax" in record.pathname and record.levelno >= logging.ERROR)
+
+
+def short_reason(e: BaseException, limit: int = 200) -> str:
+    """One short line saying why ``e`` happened: its first line, without
+    TensorStore's repr of its spec, at most ``limit`` characters."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = line.split(" See full TensorStore details")[0]
+    os_error = re.search(r"os_error_code='(\d+)'", line)  # TensorStore's failed system call
+    if os_error:
+        line = f"{os.strerror(int(os_error.group(1)))}: {line}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class OptimizerFileError(ValueError):
@@ -95,13 +127,28 @@ def _shapes(tree: Any) -> Any:
     return jax.tree.map(lambda x: (tuple(jnp.shape(x)), jnp.dtype(jnp.result_type(x)).name), tree)
 
 
+def check_new_path(path: str | pathlib.Path) -> pathlib.Path:
+    """``path`` made absolute, if an artifact can be written there: it does not exist,
+    and its nearest existing parent is a directory this process may write to;
+    otherwise the ``OSError`` naming the path that is in the way."""
+    path = pathlib.Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory to write in", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
+    return path
+
+
 def save(
     path: str | pathlib.Path, lopt: LearnedOptimizer, theta: Any, card: dict | None = None
 ) -> pathlib.Path:
     """Write an artifact to directory ``path`` (which must not exist)."""
-    path = pathlib.Path(path).absolute()
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose another path")
+    path = check_new_path(path)
     want = jax.eval_shape(lopt.init_meta, jax.random.PRNGKey(0))
     if _shapes(theta) != _shapes(want):
         raise ValueError(
@@ -154,7 +201,7 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
         try:
             meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as e:  # noqa: BLE001
-            fail(f"not a readable optimizer artifact (metadata: {str(e).splitlines()[0][:200]})")
+            fail(f"not a readable optimizer artifact (metadata: {short_reason(e)})")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             fail(f"not a {FORMAT} artifact")
         if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -177,10 +224,7 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
                 path, args=ocp.args.Composite(theta=ocp.args.StandardRestore(expected))
             ).theta
         except Exception as e:  # noqa: BLE001
-            fail(
-                f"theta is damaged or does not match the architecture "
-                f"({str(e).splitlines()[0][:200]})"
-            )
+            fail(f"theta is damaged or does not match the architecture ({short_reason(e)})")
     if jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), theta) != want:
         fail("theta does not match the architecture's shapes")
     if "theta_sha256" in meta and meta["theta_sha256"] != tree_digest(theta):

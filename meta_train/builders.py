@@ -252,6 +252,21 @@ SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
 }
 
 
+# The systems built without a loss cap, and why none is needed. Every other kind
+# caps L_t (a non-finite or huge loss becomes the cap, so one diverging particle
+# cannot swamp an estimate); tests/test_reliability.py holds every kind to this.
+UNCAPPED: dict[str, str] = {
+    "influence_balancing": "linear state with spectral radius 1/2: the loss is a finite "
+    "quadratic of theta at every step",
+    "toy_regression": "the inner loss has bounded gradients, so SGD's iterates and the "
+    "loss grow at most linearly in the learning rate",
+    "lr_schedule_quadratic": "the figures compare estimates with the exact, uncapped "
+    "expected loss (noisy_quadratic_expected_loss); a cap would change the objective "
+    "where it binds. A diverging particle is restarted by the non-finite guard and "
+    "counted in the run's health",
+}
+
+
 def build_system(config: Config) -> MetaTrainableSystem | SystemFamily:
     kind = config.task.kind
     if kind not in SYSTEMS:

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import TINY
-from test_cli import _lopt
+from test_cli import _event_scalars, _lopt
 
 SETS = [
     a
@@ -73,47 +73,203 @@ def reference(tmp_path_factory):
     return out
 
 
+# Kills at exact moments: the process kills itself from inside. Checkpoints 3 (and
+# 6 for a kill at the evaluation) are waited for, so they are on disk; then it dies
+# after logging step 5 (steps 4-5 are logged, then lost), right after Orbax starts
+# writing checkpoint 6 (its writer thread is mid-write), or inside the final
+# evaluation (computed, its line not yet written).
+_KILL_FROM_INSIDE = """
+import os, signal, sys
+from meta_train.training import checkpoint, loop, run_log
+when = sys.argv[1]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+save = checkpoint.Checkpointer.save
+def save_and_wait(self, step, state, config):
+    save(self, step, state, config)
+    if when == "during_checkpoint_write" and step == 6:
+        die()
+    self.wait()
+checkpoint.Checkpointer.save = save_and_wait
+write = run_log.MetricsLog.write
+def write_and_die(self, record):
+    write(self, record)
+    if when == "mid_run" and record["step"] == 5:
+        die()
+run_log.MetricsLog.write = write_and_die
+make = loop._evaluator
+def evaluator(system, seeds):
+    evaluate, calls = make(system, seeds), []
+    def evaluate_and_die(theta):
+        out = evaluate(theta)
+        calls.append(out)
+        if when == "during_final_evaluation" and len(calls) == 2:
+            die()
+        return out
+    return evaluate_and_die
+loop._evaluator = evaluator
+from meta_train.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 @pytest.mark.parametrize(
     "when",
-    ["before_first_checkpoint", "mid_run"],
+    ["before_first_checkpoint", "mid_run", "during_checkpoint_write", "during_final_evaluation"],
 )
 def test_kill_and_resume_is_bit_exact_with_one_line_per_step(when, reference, tmp_path):
     out = tmp_path / "run"
-    proc = _start(out)
     if when == "before_first_checkpoint":
-        _kill_when(proc, lambda: (out / "config.toml").exists())
-    else:  # between checkpoints 3 and 6: steps 4-5 are logged, then lost
-        _kill_when(proc, lambda: max(_steps(out), default=0) >= 5)
+        _kill_when(_start(out), lambda: (out / "config.toml").exists())
+    else:
+        args = ["meta-train", *SETS, "--out", str(out), "--no-progress"]
+        killed = subprocess.run([sys.executable, "-c", _KILL_FROM_INSIDE, when, *args],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert (out / "checkpoints" / "3" / "commit_success.txt").exists()
+        if when == "mid_run":
+            assert _steps(out) == [1, 2, 3, 4, 5]
+        if when == "during_checkpoint_write":
+            assert not (out / "checkpoints" / "6" / "commit_success.txt").exists()
+        if when == "during_final_evaluation":
+            assert not [r for r in _records(out) if r["step"] == 9 and "eval_loss" in r]
     resumed = _lopt("meta-train", "--resume", "--out", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert _steps(out) == list(range(1, 10))  # every step once, in order
+    assert [r["step"] for r in _records(out) if "eval_loss" in r] == [0, 9]
+    assert [step for step, _ in _event_scalars(out / "tb")["meta_loss"]] == list(range(1, 10))
     _assert_same(_theta(out), _theta(reference))
 
 
+def _records(run: pathlib.Path) -> list[dict]:
+    from meta_train.evaluation.report import read_metrics
+
+    return read_metrics(run) if (run / "metrics.jsonl").exists() else []
+
+
+def _data_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return [f for f in directory.rglob("*") if f.is_file() and f.parent.name == "d"]
+
+
 def _flip_bytes(directory: pathlib.Path, every: int = 97) -> None:
-    for f in directory.rglob("*"):
-        if f.is_file() and f.parent.name == "d":  # Orbax's array data files
-            b = bytearray(f.read_bytes())
-            for i in range(64, len(b), every):
-                b[i] ^= 0x5A
-            f.write_bytes(bytes(b))
+    for f in _data_files(directory):
+        b = bytearray(f.read_bytes())
+        for i in range(64, len(b), every):
+            b[i] ^= 0x5A
+        f.write_bytes(bytes(b))
 
 
-def test_damaged_newest_checkpoint_is_caught_replaced_and_saved(reference, tmp_path):
+def _wrong_checksum(directory: pathlib.Path) -> None:
+    """The arrays changed after their checksum was taken (bytes flipped where a
+    reader cannot see it, or a checksum from another state)."""
+    import re
+
+    for f in [directory / "integrity" / "metadata", directory / "meta" / "metadata"]:
+        if f.exists():
+            f.write_text(re.sub(r'sha256": "[0-9a-f]{64}"', 'sha256": "' + "0" * 64 + '"',
+                                f.read_text()))  # fmt: skip
+
+
+def _truncate(directory: pathlib.Path) -> None:
+    for f in _data_files(directory):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _delete_data(directory: pathlib.Path) -> None:
+    for f in _data_files(directory):
+        f.unlink()
+
+
+def _empty_manifests(directory: pathlib.Path) -> None:
+    for f in directory.rglob("manifest.ocdbt"):
+        f.write_bytes(b"")
+
+
+def _delete(*names: str):
+    def damage(directory: pathlib.Path) -> None:
+        import shutil
+
+        for name in names:
+            target = directory / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    return damage
+
+
+# What each damage is reported as, in the one warning line ("" where Orbax's reader
+# finds it and says so in its own words).
+CHECKPOINT_DAMAGE = {
+    "flipped_bytes": (_flip_bytes, ""),
+    "wrong_checksum": (_wrong_checksum, "do not match their checksum"),
+    "truncated_data": (_truncate, ""),
+    "deleted_data_files": (_delete_data, ""),
+    "emptied_manifest": (_empty_manifests, ""),
+    "deleted_checkpoint_metadata": (_delete("_CHECKPOINT_METADATA"), "metadata file is missing"),
+    "deleted_tree_metadata": (_delete("state/_METADATA"), ""),
+    "deleted_checksum": (_delete("integrity"), "checksum file is missing"),
+}
+
+
+@pytest.mark.parametrize(
+    "newest,older",
+    [("flipped_bytes", "wrong_checksum"), ("truncated_data", "deleted_data_files"),
+     ("emptied_manifest", "deleted_checkpoint_metadata"),
+     ("deleted_tree_metadata", "deleted_checksum")],
+)  # fmt: skip
+def test_damaged_checkpoints_are_caught_replaced_and_saved(newest, older, reference, tmp_path):
+    """Checkpoints 9 and 6 damaged in two ways: both are reported in one line each
+    and removed, the run resumes from 3, and 6 and 9 are saved again, identical."""
     import shutil
 
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    _flip_bytes(out / "checkpoints" / "9")
+    for step, kind in ((9, newest), (6, older)):
+        CHECKPOINT_DAMAGE[kind][0](out / "checkpoints" / str(step))
     proc = _lopt("meta-train", "--resume", "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert "checkpoint step 9" in proc.stderr and "is damaged" in proc.stderr
-    assert "removed damaged checkpoint step 9" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) <= 3  # no Orbax noise
+    warnings = proc.stderr.strip().splitlines()
+    assert len(warnings) == 4, proc.stderr  # two damaged, two removed: no Orbax noise
+    for line, (step, kind) in zip(warnings, ((9, newest), (6, older))):
+        assert f"checkpoint step {step} " in line and "is damaged" in line
+        assert CHECKPOINT_DAMAGE[kind][1] in line and len(line) < 400
+    assert "removed damaged checkpoint step 9" in warnings[2]
     assert _steps(out) == list(range(1, 10))
-    _assert_same(_theta(out), _theta(reference))  # restored from step 9, saved again
+    _assert_same(_theta(out), _theta(reference))  # restored from step 3, saved again
     again = _lopt("export", "--run", str(out), "--out", str(tmp_path / "opt"))
     assert again.returncode == 0 and "damaged" not in again.stderr
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    import learned_opt
+    from learned_opt import MLPLOpt
+
+    path = tmp_path_factory.mktemp("artifact") / "opt"
+    lopt = MLPLOpt(hidden_sizes=(8,))
+    learned_opt.save(path, lopt, lopt.init_meta(jax.random.PRNGKey(0)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [(_flip_bytes, "theta is damaged"), (_wrong_checksum, "checksum does not match"),
+     (_truncate, "theta is damaged"),
+     (_delete_data, "theta is damaged"), (_empty_manifests, "theta is damaged"),
+     (_delete("theta/_METADATA"), "theta is damaged"), (_delete("meta"), "metadata"),
+     (lambda d: (d / "meta" / "metadata").write_text(""), "metadata")],
+)  # fmt: skip
+def test_damaged_artifacts_are_caught_in_one_line(damage, message, artifact, tmp_path, capfd):
+    import shutil
+
+    import learned_opt
+
+    path = tmp_path / "opt"
+    shutil.copytree(artifact, path)
+    damage(path)
+    with pytest.raises(learned_opt.OptimizerFileError, match=message) as caught:
+        learned_opt.load(path)
+    assert len(str(caught.value).splitlines()) == 1 and len(str(caught.value)) < 400
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_second_process_is_refused_and_a_stale_lock_does_not_block(tmp_path):
@@ -137,38 +293,6 @@ def test_a_second_process_is_refused_and_a_stale_lock_does_not_block(tmp_path):
     third = _lopt("meta-train", "--resume", "--out", str(out), "--set", "train.steps=3",
                   "--no-progress")  # fmt: skip
     assert third.returncode == 0, third.stderr  # the dead process's lock is gone
-
-
-@pytest.mark.parametrize(
-    "make,args,message",
-    [
-        (lambda d: (d / "run").mkdir() or (d / "run" / "metrics.jsonl").write_text("{}\n"),
-         ["--out", "{d}/run"], "already holds a run"),
-        (lambda d: (d / "cfgdir").mkdir(), ["--config", "{d}/cfgdir"], "is a directory"),
-        (lambda d: (d / "bin.toml").write_bytes(b"\xff\xfe\x00binary"),
-         ["--config", "{d}/bin.toml"], "not a text file"),
-        (lambda d: (d / "plain").write_text("x"), ["--out", "{d}/plain/run"], "{d}/plain"),
-    ],
-)  # fmt: skip
-def test_bad_paths_are_one_line_exit_2_and_touch_nothing(make, args, message, tmp_path):
-    make(tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    proc = _lopt("meta-train", *[a.format(d=tmp_path) for a in args], *SETS[:4], timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert message.format(d=tmp_path) in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
-
-
-def test_damaged_artifact_theta_is_caught(tmp_path):
-    import learned_opt
-    from learned_opt import MLPLOpt
-
-    lopt = MLPLOpt(hidden_sizes=(8,))
-    learned_opt.save(tmp_path / "opt", lopt, lopt.init_meta(jax.random.PRNGKey(0)))
-    _flip_bytes(tmp_path / "opt" / "theta")
-    with pytest.raises(learned_opt.OptimizerFileError, match="damaged"):
-        learned_opt.load(tmp_path / "opt")
 
 
 def test_an_update_that_overflows_theta_is_not_applied():
@@ -237,3 +361,111 @@ def test_saving_a_theta_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not match MLPLOpt's architecture"):
         learned_opt.save(tmp_path / "opt", MLPLOpt(hidden_sizes=(16,)), theta)
     assert not (tmp_path / "opt").exists()
+
+
+def _lopt_with(setup: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    """``lopt *args`` in a fresh process that first runs ``setup`` (Python), then execs
+    the CLI: limits set without forking this multithreaded (JAX) test process."""
+    launch = f"import os, sys; {setup}; os.execv(sys.executable, [sys.executable, '-m', " \
+        "'meta_train.cli', *sys.argv[1:]])"  # fmt: skip
+    return subprocess.run([sys.executable, "-c", launch, *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+# Root ignores file modes: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (1, 2) from
+# the capability bounding set (prctl PR_CAPBSET_DROP = 24) before exec, so the CLI
+# obeys them. A non-root user already does.
+_OBEY_FILE_MODES = (
+    "import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+    "os.geteuid() == 0 and [libc.prctl(24, c, 0, 0, 0) and sys.exit(99) for c in (1, 2)]"
+)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_recovers(reference, tmp_path):
+    """Files are capped below a checkpoint's size (RLIMIT_FSIZE: a write past it fails
+    with EFBIG, as a full disk fails with ENOSPC): the first save fails, the run
+    stops at once with one line and exit 2; resumed with room, it is bit-exact."""
+    out = tmp_path / "run"
+    env = {**os.environ, "LOPT_COMPILATION_CACHE": "0"}  # the cache's files are large too
+    # 40 KiB: the config, the log and the event file fit; checkpoint arrays do not
+    full = _lopt_with("import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (40960,) * 2)",
+                      "meta-train", *SETS, "--out", str(out), "--no-progress", env=env)  # fmt: skip
+    assert full.returncode == 2, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "saving checkpoint step 3" in lines[0], full.stderr
+    assert "File too large" in lines[0]
+    # stopped when the failure is known: the first outer step after the background
+    # write failed, at the latest the next save (tiny steps outrun the writer)
+    assert max(_steps(out)) <= 6 and not (out / "checkpoints" / "6").exists()
+    resumed = _lopt("meta-train", "--resume", "--out", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _steps(out) == list(range(1, 10))
+    _assert_same(_theta(out), _theta(reference))
+
+
+def test_permission_errors_are_one_line_exit_2(reference, tmp_path):
+    """A read-only parent for a new run, a read-only run to resume, export into a
+    read-only directory and an unreadable config: one line naming the path."""
+    import shutil
+    import stat
+
+    base = tmp_path
+    try:
+        (base / "ro").mkdir(mode=0o555)
+        (base / "ro").chmod(0o555)
+        shutil.copytree(reference, base / "run")
+        for p in [base / "run", *(base / "run").rglob("*")]:
+            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        (base / "secret.toml").write_text("[train]\nsteps = 3\n")
+        (base / "secret.toml").chmod(0)
+        env = {**os.environ, "LOPT_COMPILATION_CACHE": "0"}
+        if _lopt_with(_OBEY_FILE_MODES, "--version", env=env).returncode == 99:
+            pytest.skip("root's file-permission override cannot be dropped here")
+        cases = [
+            (["meta-train", *SETS, "--out", f"{base}/ro/run"], f"{base}/ro/run"),
+            (["meta-train", "--resume", "--out", f"{base}/run"], f"{base}/run"),
+            (["export", "--run", f"{base}/run", "--out", f"{base}/ro/opt"], f"{base}/ro"),
+            (["meta-train", "--config", f"{base}/secret.toml"], f"{base}/secret.toml"),
+        ]
+        before = {p: p.read_bytes() for p in (base / "run").rglob("*") if p.is_file()}
+        for args, path in cases:
+            proc = _lopt_with(_OBEY_FILE_MODES, *args, env=env)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2, (args, proc.stderr[-2000:])
+            assert len(lines) == 1 and path in lines[0] and "ermission" in lines[0], lines
+        assert {p: p.read_bytes() for p in (base / "run").rglob("*") if p.is_file()} == before
+    finally:
+        for p in [base, *base.rglob("*")]:  # so pytest can remove them
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_every_system_caps_its_loss_or_says_why_not():
+    """A system without a loss cap would hand an exploding loss to the estimator."""
+    from conftest import ROOT
+
+    from meta_train import builders
+    from meta_train import config as config_lib
+    from meta_train.systems.family import SystemFamily
+
+    extra = {"python": ["task.entry=" + str(ROOT / "examples" / "least_squares.py:make_task")],
+             "image_mlp_family": ["family.num_buckets=2", "estimator.num_particles=4"]}  # fmt: skip
+    for kind in builders.SYSTEMS:
+        if kind in builders.UNCAPPED:
+            assert len(builders.UNCAPPED[kind]) > 40  # a reason, not a placeholder
+            continue
+        config = config_lib.load(ROOT / "configs" / "default.toml",
+                                 [f"task.kind={kind}", *extra.get(kind, [])])  # fmt: skip
+        system = builders.build_system(config)
+        members = system.members if isinstance(system, SystemFamily) else (system,)
+        assert all(m.loss_cap > 0 for m in members), kind
+    assert set(builders.UNCAPPED) <= set(builders.SYSTEMS)
+
+
+def test_shipped_optimizers_carry_a_checksum():
+    import json
+
+    from meta_train import resources
+
+    for name in resources.optimizer_names():
+        meta = json.loads((resources.checkpoints_dir() / name / "meta" / "metadata").read_text())
+        assert len(meta["theta_sha256"]) == 64, name

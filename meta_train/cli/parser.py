@@ -30,10 +30,31 @@ def _cpu_devices(text: str) -> int:
     return count
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the command's --help (not argparse's usage
+    block): every bad input to lopt reads the same."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lopt", description="PES meta-training of learned optimizers")
+    p = _OneLineParser(prog="lopt", description="PES meta-training of learned optimizers")
     p.add_argument("--version", action="version", version=f"lopt {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer")
     mt.add_argument(
         "--config",
@@ -61,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     )
     mt.add_argument(
         "--profile",
-        type=int,
+        type=_count(0),
         default=0,
         metavar="STEPS",
         help="write a jax.profiler trace of STEPS outer steps (after the first, which "
@@ -77,8 +98,8 @@ def parser() -> argparse.ArgumentParser:
         "--optimizer", required=True, help="artifact path, run directory, or shipped optimizer name"
     )
     ev.add_argument("--tasks", default="default", help="held-out suite (see `lopt list`)")
-    ev.add_argument("--steps", type=int, default=200)
-    ev.add_argument("--seeds", type=int, default=4)
+    ev.add_argument("--steps", type=_count(10), default=200)
+    ev.add_argument("--seeds", type=_count(1), default=4)
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=commands.cmd_eval)

@@ -10,9 +10,10 @@ and atomic (Orbax writes to a temporary directory and renames it); call
 Integrity: each checkpoint also holds ``integrity`` (JSON), a SHA-256 of the
 state's arrays (``learned_opt.export.tree_digest``), checked on restore, so
 flipped bytes that Orbax reads without complaint are caught. Restoring walks
-back from the newest step: a damaged checkpoint (unreadable, or failing its
-checksum) is reported in one line on stderr, removed, and the previous one is
-used; the steps recomputed after it are then saved again. A save that fails
+back from the newest step: a damaged checkpoint (unreadable, failing its
+checksum, or missing its metadata or checksum file) is reported in one line
+on stderr, removed, and the previous one is used; the steps recomputed after
+it are then saved again. A save that fails
 raises ``CheckpointError`` at once, keeping the checkpoints already written.
 Nothing is ever unpickled.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from learned_opt.export import quiet_closed_event_loops, tree_digest
+from learned_opt.export import quiet_closed_event_loops, short_reason, tree_digest
 
 # One program copying every leaf (a per-leaf jnp.copy compiles a program per
 # shape and sharding).
@@ -53,9 +54,16 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+                max_to_keep=max_to_keep,
+                create=True,
+                enable_async_checkpointing=True,
+                # a save cut short by a kill or a full disk: its partial directory
+                # is removed (the run directory's lock keeps writers out)
+                cleanup_tmp_directories=True,
             ),
         )
+
+        self._writing: int | None = None  # the step of the last save started
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -66,8 +74,8 @@ class Checkpointer:
         ocp = _ocp()
         copy = _copy(state)
         integrity = {"state_sha256": tree_digest(copy)}
+        self.wait()  # the previous save, reported as its own step if it failed
         try:
-            self._manager.check_for_errors()  # an earlier asynchronous save that failed
             saved = self._manager.save(
                 step,
                 args=ocp.args.Composite(
@@ -78,9 +86,10 @@ class Checkpointer:
             )
         except Exception as e:  # noqa: BLE001 - disk full, permissions, ...: one line
             raise CheckpointError(
-                f"saving checkpoint step {step} in {self.directory} failed ({_first_line(e)}); "
+                f"saving checkpoint step {step} in {self.directory} failed ({short_reason(e)}); "
                 f"the checkpoints before it are kept"
             ) from None
+        self._writing = step
         if not saved:
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} was not saved (a step at or "
@@ -96,9 +105,15 @@ class Checkpointer:
         if not steps:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        # A run written with checksums has one in every checkpoint: one without is
+        # damaged (deleted files), not an older run's.
+        checked = any((self.directory / str(s) / "integrity").exists() for s in steps)
         problems, damaged = [], []
         for s in steps:
             try:
+                for name in ("_CHECKPOINT_METADATA", *(["integrity"] if checked else [])):
+                    if not (self.directory / str(s) / name).exists():
+                        raise CheckpointError(f"its {_FILES[name]} is missing")
                 out = self._restore_step(ocp, s, abstract)
                 if jax.tree.structure(out.state) != jax.tree.structure(like):
                     raise CheckpointError("its contents do not match this run's structure")
@@ -106,7 +121,7 @@ class Checkpointer:
                 if digest is not None and digest != tree_digest(out.state):
                     raise CheckpointError("its arrays do not match their checksum")
             except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
-                reason = _first_line(e)
+                reason = short_reason(e)
                 problems.append(f"step {s}: {reason}")
                 damaged.append(s)
                 print(
@@ -127,13 +142,25 @@ class Checkpointer:
             items["integrity"] = ocp.args.JsonRestore()
         return self._manager.restore(step, args=ocp.args.Composite(**items))
 
+    def check(self) -> None:
+        """Raise ``CheckpointError`` if an asynchronous save has failed (cheap: call it
+        every outer step, so a full disk stops the run at once)."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 - disk full, permissions, ...: one line
+            raise self._failed(e) from None
+
     def wait(self) -> None:
         try:
             self._manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - the last asynchronous save failed
-            raise CheckpointError(
-                f"saving a checkpoint in {self.directory} failed ({_first_line(e)})"
-            ) from None
+            raise self._failed(e) from None
+
+    def _failed(self, e: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"saving checkpoint step {self._writing} in {self.directory} failed "
+            f"({short_reason(e)}); the checkpoints before it are kept"
+        )
 
     def close(self) -> None:
         try:
@@ -142,6 +169,4 @@ class Checkpointer:
             self._manager.close()
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+_FILES = {"_CHECKPOINT_METADATA": "metadata file", "integrity": "checksum file"}

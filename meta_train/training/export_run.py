@@ -11,7 +11,7 @@ from typing import Any
 import jax
 
 import learned_opt
-from learned_opt.export import OptimizerFileError
+from learned_opt.export import OptimizerFileError, check_new_path
 from meta_train import config as config_lib
 from meta_train import resources
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
@@ -94,6 +94,7 @@ def _optimizer_and_tasks(system) -> tuple[Any, str | list[str]]:
 
 
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
+    check_new_path(out)  # before the run is locked or read
     lopt, theta, card = theta_from_run(run_dir)
     return learned_opt.save(out, lopt, theta, card)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 from collections.abc import Callable, Sequence
 from time import perf_counter as now
 from typing import Any
@@ -51,6 +52,14 @@ class RunResult:
     eval_after: dict
     particle_steps_per_s: float
     seconds: float
+
+
+def _refuse_a_held_directory(run_dir: pathlib.Path, resume: bool) -> None:
+    if not resume and holds_run(run_dir):
+        raise RunExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose "
+            "another directory"
+        )
 
 
 def _evaluator(system: UnrolledSystem | SystemFamily, num_seeds: int) -> Callable[[Any], dict]:
@@ -132,13 +141,10 @@ def train(
         raise ValueError("a horizon curriculum needs curriculum_steps >= 1")
     outer_opt = outer_opt or outer_optimizer(settings)
     eval_system = eval_system if eval_system is not None else estimator.system
+    _refuse_a_held_directory(run_dir, resume)  # before the lock file is written
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):  # one process per run directory, for the whole run
-        if not resume and holds_run(run_dir):
-            raise RunExistsError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose "
-                "another directory"
-            )
+        _refuse_a_held_directory(run_dir, resume)  # a run started since the first look
 
         state = init_meta_state(estimator, outer_opt, tc.seed)
         checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=tc.max_to_keep)
@@ -202,8 +208,10 @@ def train(
                 if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
                     metrics_log.write({"step": step, **evaluate_theta(state.theta)})
                 stalled = health.stalled
+                checkpointer.check()  # a save that failed in the background stops the run
                 if step % tc.checkpoint_every == 0 or step == tc.steps or stalled:
                     checkpointer.save(step, state, config_json)
+                    metrics_log.flush()  # TensorBoard holds every step a resume keeps
                 bar.update(values["meta_loss"], rate.rate, health.summary())
                 health.check(step)
             eval_after = evaluate_theta(state.theta)
@@ -217,6 +225,9 @@ def train(
                 draw_report(run_dir)  # also for a run that stopped early
             except ReportError:
                 pass  # stopped before anything was logged
+            except OSError as e:  # a full disk: the run's own error, if any, is the one to see
+                if sys.exc_info()[0] is None:
+                    log(f"warning: report.png not drawn ({e}); `lopt report {run_dir}` draws it")
         seconds = now() - t_start
         log(
             f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"

@@ -22,7 +22,10 @@ class MetricsLog:
     Appending (a resumed run) first cuts the file back to the records of steps
     up to ``keep_through`` (the restored step: later ones will be logged again),
     dropping a torn last line and, with ``drop_eval_at``, the evaluation at
-    that step, so every step is in the file once.
+    that step, so every step is in the file once. TensorBoard is told the same:
+    the new event file starts by purging the steps after ``keep_through`` (all
+    steps, for a fresh log beside old event files), and
+    ``flush()`` (called at every checkpoint) puts on disk all that a resume keeps.
     """
 
     def __init__(
@@ -37,13 +40,21 @@ class MetricsLog:
         if append and path.exists() and keep_through is not None:
             _cut_back(path, keep_through, drop_eval_at)
         self._file = path.open("a" if append else "w")
-        self._tensorboard = _open_tensorboard(run_dir / "tb", log)
+        if append:
+            purge = keep_through + 1 if keep_through is not None else None
+        else:  # a fresh log: a run started over also hides what its killed start wrote
+            purge = 0 if any((run_dir / "tb").glob("events.out.tfevents.*")) else None
+        self._tensorboard = _open_tensorboard(run_dir / "tb", log, purge)
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tensorboard is not None:
             self._tensorboard.write(record)
+
+    def flush(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -74,10 +85,12 @@ class _TensorBoard:
     """Every numeric field of every record as a TensorBoard scalar at its step, in
     ``RUN/tb/`` (tensorboardX: no TensorFlow needed)."""
 
-    def __init__(self, directory: pathlib.Path):
+    def __init__(self, directory: pathlib.Path, purge_step: int | None = None):
         from tensorboardX import SummaryWriter
 
-        self._writer = SummaryWriter(logdir=str(directory), flush_secs=10)
+        # purge_step: TensorBoard hides earlier files' events from that step on
+        # (the steps a resumed run logs again).
+        self._writer = SummaryWriter(logdir=str(directory), flush_secs=10, purge_step=purge_step)
 
     def write(self, record: dict[str, Any]) -> None:
         step = int(record["step"])
@@ -85,13 +98,18 @@ class _TensorBoard:
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._writer.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
 
 
-def _open_tensorboard(directory: pathlib.Path, log: Callable[[str], None]) -> _TensorBoard | None:
+def _open_tensorboard(
+    directory: pathlib.Path, log: Callable[[str], None], purge_step: int | None = None
+) -> _TensorBoard | None:
     try:
-        return _TensorBoard(directory)
+        return _TensorBoard(directory, purge_step)
     except ImportError:  # an install without the writer: metrics.jsonl still has everything
         log("TensorBoard files are not written: pip install tensorboardX (metrics.jsonl has "
             "every scalar)")  # fmt: skip
