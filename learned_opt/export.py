@@ -55,8 +55,8 @@ def quiet_closed_event_loops() -> None:
 
     Its storage threads call back into asyncio loops it has closed; each raises
     "Event loop is closed" as an unraisable exception, which Python's default hook
-    prints as a traceback. Its un-awaited reads log "Task exception was never
-    retrieved" with a traceback each, and a missing metadata file is logged as an
+    prints as a traceback. Its un-awaited reads and writes log "... exception was
+    never retrieved" with a traceback each, and a missing metadata file is logged as an
     absl warning per lookup. Hundreds of lines would bury the one warning that
     matters; those alone are dropped (the caller reports the failure itself)."""
     previous = sys.unraisablehook
@@ -71,8 +71,8 @@ def quiet_closed_event_loops() -> None:
 
     hook._lopt_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(
-        lambda r: not str(r.msg).startswith("Task exception was never retrieved")
+    logging.getLogger("asyncio").addFilter(  # a Task's, Future's, _GatheringFuture's
+        lambda r: "exception was never retrieved" not in str(r.msg)
     )
     logging.getLogger("absl").addFilter(_not_orbax_noise)
 
