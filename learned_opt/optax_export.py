@@ -16,7 +16,7 @@ def check_gradient_matches(grads: Any, params: Any) -> None:
     them silently). Shapes are static: this costs nothing inside ``jit``."""
     g_leaves, g_tree = jax.tree_util.tree_flatten_with_path(grads)
     p_leaves, p_tree = jax.tree_util.tree_flatten_with_path(params)
-    if g_tree != p_tree:
+    if g_tree != p_tree:  # type: ignore[operator]
         g_paths = {jax.tree_util.keystr(k) for k, _ in g_leaves}
         p_paths = {jax.tree_util.keystr(k) for k, _ in p_leaves}
         missing, extra = sorted(p_paths - g_paths), sorted(g_paths - p_paths)

@@ -139,7 +139,7 @@ def _drive(cases: list[tuple[str, list[str]]]) -> dict:
             os.dup2(err.fileno(), 2)
             t0 = time.monotonic()
             try:
-                rc = main(argv)
+                rc: int | str | None = main(argv)
             except SystemExit as e:  # argparse's usage errors
                 rc = e.code
             except BaseException:  # noqa: BLE001 - what the user would see as a traceback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from meta_train.cli import commands
 
@@ -47,7 +48,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """A usage error is one line naming the command's --help (not argparse's usage
     block): every bad input to lopt reads the same."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
