@@ -1,82 +1,21 @@
 """A user's task: a small convolutional classifier on the embedded Fashion-MNIST.
 
-Two 3x3 convolutions (the second with stride 2), ReLU, global average pooling
-and a linear read-out, on 8x8 images (or 28x28: ``make_task(image_size=28)``).
 Meta-train a learned optimizer on it from the repository root:
 
     lopt meta-train --config examples/small_convnet.toml
 
-A user's task only needs the contract of ``tasks.base.Task``; this one reuses
-the package's dataset loader and batch drawing.
+``task.entry`` names any function returning an object with the contract of
+``tasks.base.Task``. This one builds the package's ``tasks.convnet.ConvNetTask``
+(two 3x3 convolutions, global average pooling, a linear read-out) on 8x8
+images, or 28x28 with ``make_task(image_size=28)``; ``examples/least_squares.py``
+shows a task written from scratch.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
-import jax
-import jax.numpy as jnp
-
-from tasks.datasets import Dataset, load_dataset
+from tasks.convnet import ConvNetTask
+from tasks.datasets import load_dataset
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass, data_fields=["data"], meta_fields=["channels", "batch_size"]
-)
-@dataclasses.dataclass(frozen=True)
-class SmallConvNet:
-    data: Dataset
-    channels: tuple[int, int] = (8, 16)
-    batch_size: int = 64
-
-    @property
-    def name(self) -> str:
-        c1, c2 = self.channels
-        return f"conv{c1}x{c2}_{self.data.name}{self.data.image_shape[0]}_b{self.batch_size}"
-
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
-    def init(self, key: jax.Array) -> dict:
-        k1, k2, k3 = jax.random.split(key, 3)
-        c_in = self.data.image_shape[-1]
-        c1, c2 = self.channels
-
-        def he(k, shape, fan_in):
-            return jax.random.normal(k, shape) * jnp.sqrt(2.0 / fan_in)
-
-        return {
-            "conv1": {"w": he(k1, (3, 3, c_in, c1), 9 * c_in), "b": jnp.zeros((c1,))},
-            "conv2": {"w": he(k2, (3, 3, c1, c2), 9 * c1), "b": jnp.zeros((c2,))},
-            "out": {"w": he(k3, (c2, self.num_classes), c2) * 0.5, "b": jnp.zeros((10,))},
-        }
-
-    def apply(self, params: dict, images: jax.Array) -> jax.Array:
-        def conv(h, layer, stride):
-            out = jax.lax.conv_general_dilated(
-                h, layer["w"], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-            return jax.nn.relu(out + layer["b"])
-
-        h = conv(conv(images, params["conv1"], 1), params["conv2"], 2)
-        return jnp.mean(h, axis=(1, 2)) @ params["out"]["w"] + params["out"]["b"]
-
-    def loss(self, params: dict, batch) -> jax.Array:
-        images, labels = batch
-        logp = jax.nn.log_softmax(self.apply(params, images))
-        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
-
-    def accuracy(self, params: dict, batch) -> jax.Array:
-        images, labels = batch
-        return jnp.mean(jnp.argmax(self.apply(params, images), -1) == labels)
-
-    def batch(self, key: jax.Array, split: str):
-        x, y = self.data.split(split)
-        idx = jax.random.randint(key, (self.batch_size,), 0, x.shape[0])
-        return x[idx], y[idx]
-
-
-def make_task(image_size: int = 8, batch_size: int = 64) -> SmallConvNet:
-    return SmallConvNet(load_dataset("fashion_mnist_embedded", image_size), batch_size=batch_size)
+def make_task(image_size: int = 8, batch_size: int = 64) -> ConvNetTask:
+    return ConvNetTask(load_dataset("fashion_mnist_embedded", image_size), batch_size=batch_size)

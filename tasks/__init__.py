@@ -7,8 +7,9 @@ is an inner training problem; the unrolled systems that estimators consume
 
 from tasks.base import Task
 from tasks.datasets import Dataset, available_datasets, load_dataset
-from tasks.family import HELD_OUT_SUITES, ImageMLPFamily
+from tasks.family import ImageMLPFamily
 from tasks.image_mlp import ImageMLPTask
+from tasks.suites import HELD_OUT_SUITES, LONG_RUNS
 
 __all__ = [
     "Task",
@@ -18,4 +19,5 @@ __all__ = [
     "ImageMLPTask",
     "ImageMLPFamily",
     "HELD_OUT_SUITES",
+    "LONG_RUNS",
 ]

@@ -56,6 +56,25 @@ class ClassificationTask(Task, Protocol):
 
 
 @runtime_checkable
+class EvaluableTask(Task, Protocol):
+    """A task with fixed evaluation examples: ``eval_set(split)`` is the whole split
+    as one batch (``lopt eval`` measures validation and test losses on a prefix)."""
+
+    def eval_set(self, split: str) -> Batch: ...
+
+
+@runtime_checkable
+class TaskSpec(Protocol):
+    """A hashable description of a task: its ``name`` and how to ``build`` it (loading
+    its data). Held-out suites (``tasks.suites``) are tuples of specs."""
+
+    @property
+    def name(self) -> str: ...
+
+    def build(self) -> EvaluableTask: ...
+
+
+@runtime_checkable
 class TaskBucket(Protocol):
     """Tasks of one parameter shape; ``sample`` is pure and jittable."""
 

@@ -222,30 +222,3 @@ class ImageMLPFamily:
 
 def shape_of(spec: ImageMLPSpec) -> tuple:
     return (spec.dataset, spec.image_size, spec.hidden_sizes, spec.batch_size)
-
-
-HELD_OUT_SUITES: dict[str, tuple[ImageMLPSpec, ...]] = {
-    # Not the default task (MLP 32 relu, 8x8, batch 128) nor any sampled at width 32.
-    "tiny": (  # for tests: compiles and runs in seconds
-        ImageMLPSpec(hidden_sizes=(8,), activation="tanh", batch_size=32),
-    ),
-    "small": (
-        ImageMLPSpec(hidden_sizes=(64,), activation="tanh"),
-        ImageMLPSpec(hidden_sizes=(48, 48), activation="relu", batch_size=64),
-    ),
-    "default": (
-        ImageMLPSpec(hidden_sizes=(64,), activation="tanh"),
-        ImageMLPSpec(hidden_sizes=(48, 48), activation="relu", batch_size=64),
-        ImageMLPSpec(hidden_sizes=(128, 64, 32), activation="gelu"),
-        ImageMLPSpec(hidden_sizes=(16,), activation="elu", batch_size=256),
-        ImageMLPSpec(image_size=28, hidden_sizes=(128,), activation="relu"),
-    ),
-    # Need the datasets prepared through tensorflow-datasets (`lopt prepare NAME`).
-    "tfds": (
-        ImageMLPSpec(dataset="mnist", image_size=14, hidden_sizes=(64,), activation="tanh"),
-        ImageMLPSpec(dataset="fashion_mnist", image_size=28, hidden_sizes=(128,)),
-        ImageMLPSpec(dataset="cifar10", image_size=8, hidden_sizes=(64,), grayscale=True),
-        ImageMLPSpec(dataset="cifar10", image_size=32, hidden_sizes=(128, 128)),
-        ImageMLPSpec(dataset="svhn", image_size=16, hidden_sizes=(64, 64), activation="gelu"),
-    ),
-}

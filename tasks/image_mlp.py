@@ -112,6 +112,9 @@ class ImageMLPTask:
         images, labels = batch
         return jnp.mean(jnp.argmax(self.apply(params, images), -1) == labels)
 
+    def eval_set(self, split: str) -> tuple[jax.Array, jax.Array]:
+        return self.data.split(split)
+
     def batch(self, key: jax.Array, split: str = "train") -> tuple[jax.Array, jax.Array]:
         x, y = self.data.split(split)
         # Random bits modulo the split's size: one threefry call where randint makes

@@ -12,7 +12,7 @@ import learned_opt
 from learned_opt import MLPLOpt, OptimizerFileError
 from meta_train.evaluation import held_out
 from meta_train.training.export_run import export_run
-from tasks.family import HELD_OUT_SUITES
+from tasks.suites import HELD_OUT_SUITES
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +95,28 @@ def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
 
 def test_eval_suite_schema_and_plots(artifact, tmp_path):
     lopt, theta, _ = learned_opt.load(artifact)
-    specs = {s.name: s for s in HELD_OUT_SUITES["tiny"]}
+    from tasks.regression import LeastSquaresSpec
+
+    regression = LeastSquaresSpec(dim=4, outputs=2)
+    specs = {s.name: s for s in (*HELD_OUT_SUITES["tiny"], regression)}
     results = held_out.evaluate_suite(
-        specs, {"learned": (lopt, theta)}, steps=20, seeds=2, val_points=4
-    )
+        specs, {"learned": (lopt, theta)}, steps=20, seeds=2, val_points=4,
+        long_steps={regression.name: 40},
+    )  # fmt: skip
     pngs = held_out.write_outputs(results, tmp_path)
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["steps"] == 20 and data["seeds"] == 2
+    ls = data["tasks"].pop(regression.name)
+    assert ls["steps"] == 40 and ls["spec"]["kind"] == "LeastSquaresSpec"
+    for r in ls["optimizers"].values():  # no classes: no accuracy
+        assert r["val_steps"][-1] == 40 and r["test_accuracy"] is None
     (task,) = data["tasks"].values()
+    assert task["steps"] == 20
     assert set(task["optimizers"]) == {"learned", "adam", "sgdm"}
+    sp = task["optimizers"]["learned"]["speedup_over_adam"]
+    assert sp["value"] > 0 and isinstance(sp["censored"], bool)
+    adam = task["optimizers"]["adam"]
+    assert adam["worst_grid_final_val_loss"] >= adam["final_val_loss"]["mean"]
     for r in task["optimizers"].values():
         assert len(r["train_loss_mean"]) == len(r["curve_steps"]) == 20
         assert r["val_steps"] == [5, 10, 15, 20] and len(r["val_loss_mean"]) == 4
@@ -111,6 +124,7 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
             "final_train_loss",
             "mean_train_loss",
             "final_val_loss",
+            "mean_val_loss",
             "val_accuracy",
             "test_accuracy",
         ):
@@ -123,8 +137,9 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
     ] or any(abs(adam["learning_rate"] - lr) < 1e-9 for lr in held_out.BASELINE_GRIDS["adam"][1])
     best = min(v for v in adam["sweep"].values() if v is not None)
     assert adam["final_val_loss"]["mean"] == pytest.approx(best, rel=1e-6)
-    assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
-    assert "learned" in held_out.table(results)
+    assert len(pngs) == 3 and all(p.stat().st_size > 1000 for p in pngs)
+    text = held_out.table(results)
+    assert "learned speedup" in text and "tuned Adam on" in text and "| 40 |" in text
 
 
 def test_cli_export_and_eval(full_run, tmp_path):
@@ -145,8 +160,24 @@ def test_cli_export_and_eval(full_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ev" / "eval.json").exists() and (tmp_path / "ev" / "summary.png").exists()
-    assert "| task | learned | adam | sgdm |" in proc.stdout
+    assert "| task | steps | learned | adam | sgdm | learned speedup |" in proc.stdout
     proc = _lopt("eval", "--optimizer", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no such artifact" in proc.stderr
     assert "shipped: default_mlp" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_speedup_on_constructed_curves():
+    """Adam's validation curve 1/step at steps 100..1000: an optimizer ending at 0.004
+    after 1000 steps is matched by Adam at step 300 (speedup 0.3); one ending at
+    0.0005 is never matched (censored: more than 1.0); a non-finite point never
+    counts as reached; equality counts."""
+    from meta_train.evaluation.held_out import Speedup, speedup
+
+    steps = list(range(100, 1001, 100))
+    curve = [1.0 / s for s in steps]
+    assert speedup(steps, curve, 1 / 300, 1000) == Speedup(0.3, False)
+    assert speedup(steps, curve, 0.0005, 1000) == Speedup(1.0, True)
+    assert speedup(steps, curve, 0.0005, 500) == Speedup(2.0, True)  # Adam ran 1000 steps
+    assert speedup(steps, [None, *curve[1:]], 1.0, 1000) == Speedup(0.2, False)
+    assert speedup(steps, curve, 0.01, 1000) == Speedup(0.1, False)

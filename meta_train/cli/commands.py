@@ -117,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from meta_train.evaluation import held_out
-    from tasks.family import HELD_OUT_SUITES
+    from tasks.suites import HELD_OUT_SUITES, LONG_RUNS
 
     if args.tasks not in HELD_OUT_SUITES:
         raise ConfigError(f"unknown task suite {args.tasks!r}; valid: {', '.join(HELD_OUT_SUITES)}")
@@ -132,8 +132,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             bar.set_postfix_str(msg)
             bar.update(1)
 
+        long_runs = LONG_RUNS.get(args.tasks, ()) if args.long_steps else ()
         results = held_out.evaluate_suite(
-            specs, {"learned": (lopt, theta)}, steps=args.steps, seeds=args.seeds, progress=progress
+            specs,
+            {"learned": (lopt, theta)},
+            steps=args.steps,
+            seeds=args.seeds,
+            long_steps={name: args.long_steps for name in long_runs},
+            progress=progress,
         )
     results["optimizer"] = str(args.optimizer)
     results["suite"] = args.tasks
@@ -175,7 +181,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     del args
     from tasks.datasets import available_datasets
-    from tasks.family import HELD_OUT_SUITES
+    from tasks.suites import HELD_OUT_SUITES
 
     print("configs (--config NAME): " + (", ".join(resources.config_names()) or "none"))
     print("datasets:")
@@ -183,14 +189,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: {where}")
     print("held-out task suites:")
     for name, specs in HELD_OUT_SUITES.items():
-        print(
-            f"  {name}: "
-            + "; ".join(
-                f"mlp {list(s.hidden_sizes)} {s.activation} {s.image_size}x{s.image_size} "
-                f"b{s.batch_size}"
-                for s in specs
-            )
-        )
+        print(f"  {name}: " + ", ".join(s.name for s in specs))
     print("shipped optimizers: " + (", ".join(resources.optimizer_names()) or "none"))
     from learned_opt import LEARNED_OPTIMIZERS
     from meta_train.builders import SYSTEMS

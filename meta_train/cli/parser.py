@@ -100,6 +100,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--tasks", default="default", help="held-out suite (see `lopt list`)")
     ev.add_argument("--steps", type=_count(10), default=200)
+    ev.add_argument(
+        "--long-steps",
+        type=_count(10),
+        default=None,
+        metavar="N",
+        help="run the suite's long tasks (`generalization`: 3 of them) to N steps",
+    )
     ev.add_argument("--seeds", type=_count(1), default=4)
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")

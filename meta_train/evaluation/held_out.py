@@ -1,7 +1,8 @@
 """Evaluate an optimizer on held-out tasks against tuned hand-designed baselines.
 
-For every task of a suite (``tasks.family.HELD_OUT_SUITES``) the learned
-optimizer and each baseline train ``seeds`` fresh models for ``steps`` steps,
+For every task of a suite (``tasks.suites.HELD_OUT_SUITES``) the learned
+optimizer and each baseline train ``seeds`` fresh models for ``steps`` steps
+(``long_steps`` for the suite's ``LONG_RUNS``),
 through the same inner step as meta-training (``systems.inner_training``).
 Baselines (Adam, SGD with momentum) have their learning rate chosen per task
 from a log grid by the final validation loss (mean over seeds); the whole grid
@@ -20,8 +21,8 @@ import json
 import math
 import pathlib
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,7 @@ import numpy as np
 
 from learned_opt import SGDM, Adam, LearnedOptimizer
 from meta_train.systems.inner_training import InnerState, init_inner, inner_step
-from tasks.family import ImageMLPSpec
-from tasks.image_mlp import ImageMLPTask
+from tasks.base import EvaluableTask, TaskSpec
 
 BASELINE_GRIDS = {
     "adam": (Adam(), np.logspace(-4, -1, 7)),
@@ -40,14 +40,18 @@ MAX_EVAL_EXAMPLES = 2000
 CURVE_POINTS = 100
 
 
+def _eval_examples(task: EvaluableTask, split: str):
+    return jax.tree.map(lambda a: a[:MAX_EVAL_EXAMPLES], task.eval_set(split))
+
+
 def _curves_fn(
-    task: ImageMLPTask, lopt: LearnedOptimizer, num_seeds: int, num_steps: int, val_points: int
+    task: EvaluableTask, lopt: LearnedOptimizer, num_seeds: int, num_steps: int, val_points: int
 ):
     """A jittable fn(thetas [L, ...], key) -> dict of [L, seeds, ...] arrays."""
     block = max(1, num_steps // val_points)
     blocks = num_steps // block
-    x_val, y_val = (a[:MAX_EVAL_EXAMPLES] for a in task.data.split("validation"))
-    x_test, y_test = (a[:MAX_EVAL_EXAMPLES] for a in task.data.split("test"))
+    val_set, test_set = _eval_examples(task, "validation"), _eval_examples(task, "test")
+    accuracy = getattr(task, "accuracy", None)  # classification tasks only
 
     def one(theta, key):
         k_init, k_steps = jax.random.split(key)
@@ -57,18 +61,16 @@ def _curves_fn(
 
         def run_block(state: InnerState, keys):
             state, losses = jax.lax.scan(step, state, keys)
-            return state, (losses, task.loss(state.params, (x_val, y_val)))
+            return state, (losses, task.loss(state.params, val_set))
 
         keys = jax.random.split(k_steps, blocks * block).reshape(blocks, block, -1)
         state = init_inner(task, lopt, theta, k_init)
         state, (train, val) = jax.lax.scan(run_block, state, keys)
-        params = state.params
-        return {
-            "train_loss": train.reshape(-1),
-            "val_loss": val,
-            "val_accuracy": task.accuracy(params, (x_val, y_val)),
-            "test_accuracy": task.accuracy(params, (x_test, y_test)),
-        }
+        out = {"train_loss": train.reshape(-1), "val_loss": val}
+        if accuracy is not None:
+            out["val_accuracy"] = accuracy(state.params, val_set)
+            out["test_accuracy"] = accuracy(state.params, test_set)
+        return out
 
     seeds = jax.random.split(jax.random.PRNGKey(0), num_seeds)  # same seeds for every optimizer
     return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds)), block * np.arange(
@@ -117,44 +119,81 @@ def _summarise(
         "final_train_loss": ms(train[:, -tail:].mean(1)),
         "mean_train_loss": ms(train.mean(1)),
         "final_val_loss": ms(val[:, -1]),
-        "val_accuracy": ms(out["val_accuracy"][index]),
-        "test_accuracy": ms(out["test_accuracy"][index]),
+        "mean_val_loss": ms(val.mean(1)),
+        "val_accuracy": ms(out["val_accuracy"][index]) if "val_accuracy" in out else None,
+        "test_accuracy": ms(out["test_accuracy"][index]) if "test_accuracy" in out else None,
         "seconds_per_step": seconds,
+        "steps": num_steps,
     }
 
 
+class Speedup(NamedTuple):
+    """``value``: Adam's steps to reach the target over the optimizer's steps; with
+    ``censored`` Adam never reached it, and the speedup is only known to exceed
+    ``value`` (Adam's whole run over the optimizer's steps)."""
+
+    value: float
+    censored: bool
+
+
+def speedup(
+    adam_steps: Sequence[int], adam_val_loss: Sequence[float | None], target: float, steps: int
+) -> Speedup:
+    """The speedup over Adam of an optimizer whose final validation loss after ``steps``
+    steps is ``target``, from Adam's validation curve (``adam_val_loss`` at
+    ``adam_steps``; None for a non-finite point, which never counts as reached)."""
+    for s, v in zip(adam_steps, adam_val_loss, strict=True):
+        if v is not None and v <= target:
+            return Speedup(s / steps, False)
+    return Speedup(max(adam_steps) / steps, True)
+
+
 def evaluate_suite(
-    specs: dict[str, ImageMLPSpec],
+    specs: dict[str, TaskSpec],
     optimizers: dict[str, tuple[Any, Any]],
     *,
     steps: int,
     seeds: int,
-    val_points: int = 10,
+    val_points: int = 20,
+    long_steps: dict[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added tuned."""
+    """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added
+    tuned. ``long_steps`` maps a task's name to its own step count."""
     results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}}
     for task_name, spec in specs.items():
         task = spec.build()
-        spec_dict = dict(dataclasses.asdict(spec), hidden_sizes=list(spec.hidden_sizes))
-        record: dict[str, Any] = {"spec": spec_dict, "optimizers": {}}
+        n = (long_steps or {}).get(task_name, steps)
+        record: dict[str, Any] = {
+            "spec": {"kind": type(spec).__name__, **dataclasses.asdict(spec)},  # type: ignore[call-overload]
+            "steps": n,
+            "optimizers": {},
+        }
         for name, (lopt, theta) in optimizers.items():
             thetas = jax.tree.map(lambda x: jnp.asarray(x)[None], theta)
-            out, sec, vs = run_optimizer(task, lopt, thetas, seeds, steps, val_points)
-            record["optimizers"][name] = _summarise(out, 0, vs, steps, sec)
+            out, sec, vs = run_optimizer(task, lopt, thetas, seeds, n, val_points)
+            record["optimizers"][name] = _summarise(out, 0, vs, n, sec)
             if progress:
                 progress(f"{task_name}: {name}")
         for name, (base, grid) in BASELINE_GRIDS.items():
             thetas = {"log_lr": jnp.log(jnp.asarray(grid, jnp.float32))}
-            out, sec, vs = run_optimizer(task, base, thetas, seeds, steps, val_points)
+            out, sec, vs = run_optimizer(task, base, thetas, seeds, n, val_points)
             final_val = np.nan_to_num(out["val_loss"][:, :, -1].mean(1), nan=np.inf)
             best = int(np.argmin(final_val))
-            summary = _summarise(out, best, vs, steps, sec / len(grid))
+            summary = _summarise(out, best, vs, n, sec / len(grid))
             summary["learning_rate"] = float(grid[best])
             summary["sweep"] = {f"{lr:.3g}": _finite_or_none(v) for lr, v in zip(grid, final_val)}
+            summary["worst_grid_final_val_loss"] = _finite_or_none(np.max(final_val))
             record["optimizers"][name] = summary
             if progress:
                 progress(f"{task_name}: {name} (lr {grid[best]:.3g})")
+        adam = record["optimizers"]["adam"]
+        for name in optimizers:
+            target = record["optimizers"][name]["final_val_loss"]["mean"]
+            if target is not None:
+                record["optimizers"][name]["speedup_over_adam"] = speedup(
+                    adam["val_steps"], adam["val_loss_mean"], target, n
+                )._asdict()
         results["tasks"][task_name] = record
     return results
 
@@ -230,20 +269,47 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
 
 
 def table(results: dict) -> str:
-    """A markdown table of final validation loss and test accuracy (mean +- std)."""
+    """A markdown table: per task its steps, each optimizer's final validation loss
+    (mean +- std over seeds, test accuracy where the task classifies, the tuned
+    learning rate of baselines) and each evaluated optimizer's speedup over
+    tuned Adam; then, per evaluated optimizer, the tasks where it beats tuned
+    Adam and those where it is worse than Adam at its worst grid learning rate."""
     tasks_ = list(results["tasks"])
     names = list(results["tasks"][tasks_[0]]["optimizers"])
-    lines = ["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    learned = [n for n in names if n not in BASELINE_GRIDS]
+    header = ["task", "steps", *names, *(f"{n} speedup" for n in learned)]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for t in tasks_:
-        cells = []
+        record = results["tasks"][t]
+        cells = [t, str(record.get("steps", results["steps"]))]
         for n in names:
-            r = results["tasks"][t]["optimizers"][n]
+            r = record["optimizers"][n]
             v, a = r["final_val_loss"], r["test_accuracy"]
             lr = f" @{r['learning_rate']:.2g}" if "learning_rate" in r else ""
+            acc = f" ({100 * a['mean']:.1f}%)" if a and a["mean"] is not None else ""
             cells.append(
-                f"{v['mean']:.3f}±{v['std']:.3f} ({100 * a['mean']:.1f}%){lr}"
-                if v["mean"] is not None
-                else "diverged"
+                f"{v['mean']:.3f}±{v['std']:.3f}{acc}{lr}" if v["mean"] is not None else "diverged"
             )
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        for n in learned:
+            sp = record["optimizers"][n].get("speedup_over_adam")
+            cells.append(
+                "" if sp is None else (">" if sp["censored"] else "") + f"{sp['value']:.2f}"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    for n in learned:
+        wins, bad = [], []
+        for t in tasks_:
+            ours = results["tasks"][t]["optimizers"][n]["final_val_loss"]["mean"]
+            adam = results["tasks"][t]["optimizers"]["adam"]
+            if ours is not None and adam["final_val_loss"]["mean"] is not None:
+                if ours < adam["final_val_loss"]["mean"]:
+                    wins.append(t)
+            worst = adam.get("worst_grid_final_val_loss")
+            if ours is None or (worst is not None and ours > worst):
+                bad.append(t)
+        lines.append(
+            f"\n{n}: lower final validation loss than tuned Adam on {len(wins)}/{len(tasks_)} "
+            f"tasks; worse than Adam at its worst grid learning rate on {len(bad)}"
+            + (f" ({', '.join(bad)})" if bad else "")
+        )
     return "\n".join(lines)
