@@ -19,7 +19,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 src = (ROOT / "tests" / "test_bad_inputs.py").read_text()
-ns = {}
+ns: dict = {}
 exec(
     compile(
         src.split("def _drive")[0].replace(
@@ -104,7 +104,8 @@ for cid, argv, _ in CLI_CASES:
             cwd=tmp,
             env={**os.environ, "LOPT_COMPILATION_CACHE": "0"},
         )
-        rc, err = r.returncode, r.stderr
+        rc: int | str = r.returncode
+        err = r.stderr
     except subprocess.TimeoutExpired as e:
         rc, err = (
             "ran >20 s (started work)",

@@ -123,7 +123,7 @@ def theta(run):
 
 
 ref_theta = theta(ref)
-out = {}
+out: dict[str, dict] = {}
 for name, damage in KINDS.items():
     run = work / name.replace(" ", "_").replace("/", "_")
     shutil.copytree(ref, run)

@@ -148,7 +148,9 @@ def test_cli_export_and_eval(full_run, tmp_path):
     proc = _lopt(
         "eval",
         "--optimizer",
-        str(tmp_path / "opt"),
+        f"pes={tmp_path / 'opt'}",
+        "--optimizer",
+        "default_mlp",
         "--tasks",
         "tiny",
         "--steps",
@@ -160,7 +162,14 @@ def test_cli_export_and_eval(full_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ev" / "eval.json").exists() and (tmp_path / "ev" / "summary.png").exists()
-    assert "| task | steps | learned | adam | sgdm | learned speedup |" in proc.stdout
+    header = (
+        "| task | steps | pes | default_mlp | adam | sgdm | pes speedup | default_mlp speedup |"
+    )
+    assert header in proc.stdout
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["optimizers"] == {
+        "pes": str(tmp_path / "opt"),
+        "default_mlp": "default_mlp",
+    }
     proc = _lopt("eval", "--optimizer", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no such artifact" in proc.stderr
     assert "shipped: default_mlp" in proc.stderr

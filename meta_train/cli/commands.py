@@ -123,9 +123,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown task suite {args.tasks!r}; valid: {', '.join(HELD_OUT_SUITES)}")
     from meta_train.training.export_run import resolve_optimizer
 
-    lopt, theta = resolve_optimizer(args.optimizer)
+    sources = _named_optimizers(args.optimizer, reserved=held_out.BASELINE_GRIDS)
+    optimizers = {name: resolve_optimizer(path) for name, path in sources.items()}
     specs = {s.name: s for s in HELD_OUT_SUITES[args.tasks]}
-    total = len(specs) * (1 + len(held_out.BASELINE_GRIDS))
+    total = len(specs) * (len(optimizers) + len(held_out.BASELINE_GRIDS))
     with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
 
         def progress(msg):
@@ -135,19 +136,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         long_runs = LONG_RUNS.get(args.tasks, ()) if args.long_steps else ()
         results = held_out.evaluate_suite(
             specs,
-            {"learned": (lopt, theta)},
+            optimizers,
             steps=args.steps,
             seeds=args.seeds,
             long_steps={name: args.long_steps for name in long_runs},
             progress=progress,
         )
-    results["optimizer"] = str(args.optimizer)
+    results["optimizers"] = sources
     results["suite"] = args.tasks
     out = pathlib.Path(args.out or pathlib.Path("runs") / "eval")
     pngs = held_out.write_outputs(results, out)
     print(held_out.table(results))
     print(f"wrote {out / 'eval.json'} and {len(pngs)} plots")
     return 0
+
+
+def _named_optimizers(values: list[str], reserved) -> dict[str, str]:
+    """``--optimizer`` values (``[NAME=]PATH``) as name -> path: one unnamed optimizer
+    is ``learned``, several are named by their path's last part."""
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or "/" in name or not name:
+            name, path = "", value
+        name = name or ("learned" if len(values) == 1 else pathlib.Path(path).name)
+        if name in named or name in reserved:
+            raise ConfigError(
+                f"--optimizer: two optimizers named {name!r} (baselines are "
+                f"{', '.join(reserved)}); name them NAME=PATH"
+            )
+        named[name] = path
+    return named
 
 
 def cmd_figures(args: argparse.Namespace) -> int:

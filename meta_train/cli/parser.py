@@ -96,7 +96,12 @@ def parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=commands.cmd_export)
     ev = sub.add_parser("eval", help="evaluate an optimizer on held-out tasks vs tuned baselines")
     ev.add_argument(
-        "--optimizer", required=True, help="artifact path, run directory, or shipped optimizer name"
+        "--optimizer",
+        required=True,
+        action="append",
+        metavar="[NAME=]PATH",
+        help="artifact path, run directory, or shipped optimizer name; repeat to compare "
+        "several (named NAME, else by their path's last part; one alone is 'learned')",
     )
     ev.add_argument("--tasks", default="default", help="held-out suite (see `lopt list`)")
     ev.add_argument("--steps", type=_count(10), default=200)
