@@ -165,8 +165,8 @@ def test_existing_run_is_not_overwritten(cli_run):
 def test_list_shows_configs_datasets_and_suites(tmp_path):
     proc = _lopt("list", cwd=tmp_path)  # shipped configs and optimizers from anywhere
     assert proc.returncode == 0, proc.stderr
-    for word in ("default, family, family_long, influence_balancing",
-                 "shipped optimizers: default_mlp", "fashion_mnist", "held-out",
+    for word in ("default, family, family_long, generalist, influence_balancing",
+                 "shipped optimizers: default_mlp", "fashion_mnist", "held-out", "generalization:",
                  "estimator.num_particles", "family.num_buckets"):  # fmt: skip
         assert word in proc.stdout
 
