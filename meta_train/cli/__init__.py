@@ -3,8 +3,8 @@
     lopt meta-train [--config NAME|PATH] [--set key=value ...] [--out DIR] [--resume]
                     [--no-progress] [--cpu-devices N|auto] [--profile STEPS]
     lopt export --run DIR --out PATH
-    lopt eval --optimizer PATH_OR_NAME [--tasks SUITE] [--steps N] [--long-steps N] [--seeds S]
-              [--out DIR]
+    lopt eval --optimizer [NAME=]PATH_OR_NAME ... [--tasks SUITE] [--steps N] [--long-steps N]
+              [--seeds S] [--out DIR]
     lopt report RUN
     lopt figures [--experiments NAME,...] [--out DIR] [--set key=value ...]
     lopt prepare NAME [--data-dir DIR]
