@@ -13,9 +13,11 @@ flipped bytes that Orbax reads without complaint are caught. Restoring walks
 back from the newest step: a damaged checkpoint (unreadable, failing its
 checksum, or missing its metadata or checksum file) is reported in one line
 on stderr, removed, and the previous one is used; the steps recomputed after
-it are then saved again. A save that fails
-raises ``CheckpointError`` at once, keeping the checkpoints already written.
-Nothing is ever unpickled.
+it are then saved again. A save that fails raises ``CheckpointError`` naming
+its step (at once, or from ``check()`` at the next outer step when it failed in
+the background), keeping the checkpoints already written. Partial saves (a
+kill, a full disk) are cleaned up when the directory is opened again. Nothing
+is ever unpickled.
 """
 
 from __future__ import annotations
