@@ -1,4 +1,4 @@
-"""Task families: distributions over image-MLP tasks, shape buckets, and held-out suites.
+"""Task families: distributions over image-MLP tasks, and shape buckets.
 
 A family samples *task specs* (hashable ``ImageMLPSpec`` values) on the host;
 ``spec.build()`` turns one into an ``ImageMLPTask``. Different specs have
@@ -8,9 +8,8 @@ turns each into an ``ImageMLPBucket`` (a ``tasks.base.TaskBucket``), which
 draws what does not change shapes (the activation) inside ``jit`` at every
 episode; task augmentation (``tasks.augmentation``) adds the scales.
 
-Held-out suites are fixed lists of specs deliberately unlike the default
-meta-training task (other widths, depths, activations, batch sizes, resolution),
-for evaluating a meta-trained optimizer on problems it was not trained on.
+Held-out suites of specs, for evaluating a meta-trained optimizer on problems
+it was not trained on, are in ``tasks.suites``.
 """
 
 from __future__ import annotations
