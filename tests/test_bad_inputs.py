@@ -164,12 +164,11 @@ def _snapshot(*roots: pathlib.Path) -> dict:
     return {p: p.read_bytes() if p.is_file() else None for r in roots for p in r.rglob("*")}
 
 
-@pytest.fixture(scope="module")
-def bad_files(tmp_path_factory, full_run):
+def make_bad_files(tmp: pathlib.Path) -> None:
+    """The files ``{tmp}`` names in the table (``scripts/bad_input_table.py`` too)."""
     import learned_opt
     from learned_opt import MLPLOpt
 
-    tmp = tmp_path_factory.mktemp("bad")
     (tmp / "plain").write_text("x")
     (tmp / "cfgdir").mkdir()
     (tmp / "binary.toml").write_bytes(b"\xff\xfe\x00binary")
@@ -187,6 +186,12 @@ def bad_files(tmp_path_factory, full_run):
     for f in (tmp / "damaged_opt").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, full_run):
+    tmp = tmp_path_factory.mktemp("bad")
+    make_bad_files(tmp)
     return tmp, pathlib.Path(full_run.run_dir)
 
 
