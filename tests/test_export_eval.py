@@ -11,6 +11,7 @@ from test_cli import _lopt
 import learned_opt
 from learned_opt import MLPLOpt, OptimizerFileError
 from meta_train.evaluation import held_out
+from meta_train.evaluation.report import read_metrics
 from meta_train.training.export_run import export_run
 from tasks.suites import HELD_OUT_SUITES
 
@@ -28,6 +29,9 @@ def test_export_round_trip_and_card(artifact, full_run):
     assert card["outer_steps"] == 6
     assert card["meta_trained_on"]["hidden_sizes"] == [16]
     assert "exported" in card and "eval_at_export" in card
+    assert card["outer_training"]["steps"] == 6 and card["estimator"]["kind"] == "pes"
+    last = [r for r in read_metrics(full_run.run_dir) if "meta_loss" in r][-1]
+    assert card["meta_training_time"] == {k: last[k] for k in ("seconds", "cpu_seconds")}
 
 
 def test_exported_optimizer_in_a_plain_optax_loop(artifact):

@@ -36,3 +36,17 @@ def test_report_of_an_empty_log_is_a_clear_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(ReportError, match="no outer step"):
         draw_report(tmp_path)
+
+
+def test_a_resumed_log_carries_the_time_spent_before(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    log = MetricsLog(tmp_path, append=False, log=lambda _: None)
+    for step, wall, cpu in ((1, 10.0, 18.0), (2, 20.0, 37.0), (3, 30.0, 55.0)):
+        log.write({"step": step, "meta_loss": 1.0, "seconds": wall, "cpu_seconds": cpu})
+    log.write({"step": 3, "eval_loss": 0.5})
+    log.close()
+    # Restored from the checkpoint of step 2: step 3 runs again, and its time with it.
+    resumed = MetricsLog(tmp_path, append=True, log=lambda _: None, keep_through=2)
+    resumed.close()
+    assert resumed.elapsed == (20.0, 37.0)
+    assert MetricsLog(tmp_path, append=False, log=lambda _: None).elapsed == (0.0, 0.0)

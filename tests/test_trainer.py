@@ -39,6 +39,10 @@ def test_resume_matches_uninterrupted_run(full_run, tiny_config, tmp_path):
         return [json.loads(x)["meta_loss"] for x in ls if "meta_loss" in x]
 
     assert losses(lines) == losses(full_lines)
+    # Time counts from step 0 through the resume (test_run_log checks the carry-over).
+    for key in ("seconds", "cpu_seconds"):
+        spent = [json.loads(x)[key] for x in lines if "meta_loss" in x]
+        assert spent == sorted(spent) and spent[0] > 0, key
 
 
 def test_damaged_latest_checkpoint_falls_back_to_previous(full_run, tmp_path, capsys):

@@ -4,7 +4,6 @@ and the one lookup (artifact path, run directory or shipped name) that ``lopt ev
 from __future__ import annotations
 
 import contextlib
-import json
 import pathlib
 from typing import Any
 
@@ -15,6 +14,7 @@ from learned_opt.export import OptimizerFileError, check_new_path
 from meta_train import config as config_lib
 from meta_train import resources
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
+from meta_train.evaluation.report import read_metrics
 from meta_train.systems import LearnedOptimizerSystem
 from meta_train.systems.family import SystemFamily
 from meta_train.systems.sampled_task import SampledTaskSystem
@@ -45,20 +45,26 @@ def theta_from_run(run_dir: str | pathlib.Path):
     )
     with _reading_lock(run_dir):  # not while a meta-training process writes the run
         step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
+    settings = config_lib.to_dict(config)
     card = {
-        "meta_trained_on": {"task": trained_on, **config_lib.to_dict(config)["task"]},
-        "estimator": config_lib.to_dict(config)["estimator"],
+        "meta_trained_on": {"task": trained_on, **settings["task"]},
+        "estimator": settings["estimator"],
+        "outer_training": settings["train"],
         "config_name": config.name,
         "outer_steps": int(step),
         "run_dir": str(run_dir),
     }
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        evals = [json.loads(x) for x in metrics.read_text().splitlines() if "eval_loss" in x]
-        evals = [e for e in evals if e["step"] <= step]
+    if (run_dir / "metrics.jsonl").exists():
+        records = [r for r in read_metrics(run_dir) if r["step"] <= step]
+        evals = [r for r in records if "eval_loss" in r]
         if evals:
             card["eval_at_init"] = evals[0]
             card["eval_at_export"] = evals[-1]
+        timed = [r for r in records if "seconds" in r]
+        if timed:  # what meta-training to this step cost, resumes included
+            card["meta_training_time"] = {
+                k: timed[-1][k] for k in ("seconds", "cpu_seconds") if k in timed[-1]
+            }
     if config.task.kind == "image_mlp_family":
         card["family"] = config_lib.to_dict(config)["family"]
     return lopt, state.theta, card

@@ -15,6 +15,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Sequence
 from time import perf_counter as now
+from time import process_time as cpu_now
 from typing import Any
 
 import jax
@@ -132,7 +133,7 @@ def train(
     shorter horizons to meta-train at first, ``curriculum_steps`` outer steps
     each (``training.curriculum``).
     """
-    t_start = now()
+    t_start, cpu_start = now(), cpu_now()
     run_dir = pathlib.Path(run_dir)
     tc = settings
     if config is not None and config.train != settings:
@@ -169,6 +170,7 @@ def train(
             keep_through=restored,
             drop_eval_at=restored if restored >= tc.steps else None,
         )
+        spent = metrics_log.elapsed  # before this process: a resumed run counts from step 0
         evaluate_theta = _evaluator(eval_system, tc.eval_seeds)
 
         start_step = int(state.step)
@@ -202,7 +204,8 @@ def train(
                 health.add(step, values)
                 if step % tc.log_every == 0 or step == tc.steps:
                     record = {"step": step, **values, "particle_steps_per_s": rate.rate,
-                              "seconds": now() - t_start}  # fmt: skip
+                              "seconds": spent.seconds + now() - t_start,
+                              "cpu_seconds": spent.cpu_seconds + cpu_now() - cpu_start}  # fmt: skip
                     theta = theta_values(state.theta)  # toy systems: log the trajectory
                     metrics_log.write(record if theta is None else {**record, "theta": theta})
                 if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:

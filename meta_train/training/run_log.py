@@ -7,7 +7,7 @@ import json
 import pathlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,10 @@ class MetricsLog:
     Appending (a resumed run) first cuts the file back to the records of steps
     up to ``keep_through`` (the restored step: later ones will be logged again),
     dropping a torn last line and, with ``drop_eval_at``, the evaluation at
-    that step, so every step is in the file once. TensorBoard is told the same:
+    that step, so every step is in the file once; ``elapsed`` is then the
+    ``seconds`` and ``cpu_seconds`` of the last record kept (what the run had
+    spent before, so a resumed run logs its time since step 0). TensorBoard is
+    told the same:
     the new event file starts by purging the steps after ``keep_through`` (all
     steps, for a fresh log beside old event files), and
     ``flush()`` (called at every checkpoint) puts on disk all that a resume keeps.
@@ -37,8 +40,9 @@ class MetricsLog:
         drop_eval_at: int | None = None,
     ):
         path = run_dir / "metrics.jsonl"
+        self.elapsed = Elapsed(0.0, 0.0)
         if append and path.exists() and keep_through is not None:
-            _cut_back(path, keep_through, drop_eval_at)
+            self.elapsed = _cut_back(path, keep_through, drop_eval_at)
         self._file = path.open("a" if append else "w")
         if append:
             purge = keep_through + 1 if keep_through is not None else None
@@ -62,8 +66,17 @@ class MetricsLog:
             self._tensorboard.close()
 
 
-def _cut_back(path: pathlib.Path, keep_through: int, drop_eval_at: int | None) -> None:
+class Elapsed(NamedTuple):
+    """Time a run has spent: ``seconds`` wall-clock, ``cpu_seconds`` of CPU (all
+    threads of the process)."""
+
+    seconds: float
+    cpu_seconds: float
+
+
+def _cut_back(path: pathlib.Path, keep_through: int, drop_eval_at: int | None) -> Elapsed:
     kept = []
+    elapsed = Elapsed(0.0, 0.0)
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
@@ -76,9 +89,12 @@ def _cut_back(path: pathlib.Path, keep_through: int, drop_eval_at: int | None) -
         if record["step"] == drop_eval_at and "eval_loss" in record:
             continue
         kept.append(line + "\n")
+        if isinstance(record.get("seconds"), (int, float)):
+            elapsed = Elapsed(float(record["seconds"]), float(record.get("cpu_seconds", 0.0)))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept))
     tmp.replace(path)  # atomic: a kill now leaves the old file or the new one
+    return elapsed
 
 
 class _TensorBoard:
