@@ -134,7 +134,7 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
         ):
             assert set(r[key]) == {"mean", "std"}
         assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0
-        assert r["seconds_per_step"] > 0
+        assert r["seconds_per_step"] > 0 and r["diverged_seeds"] == 0
     adam = task["optimizers"]["adam"]
     assert adam["learning_rate"] in [
         float(f"{lr:.3g}") for lr in held_out.BASELINE_GRIDS["adam"][1]
@@ -144,6 +144,7 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
     assert len(pngs) == 3 and all(p.stat().st_size > 1000 for p in pngs)
     text = held_out.table(results)
     assert "learned speedup" in text and "tuned Adam on" in text and "| 40 |" in text
+    assert "diverged on 0;" in text and "median speedup" in text
 
 
 def test_cli_export_and_eval(full_run, tmp_path):
@@ -194,3 +195,22 @@ def test_speedup_on_constructed_curves():
     assert speedup(steps, curve, 0.0005, 500) == Speedup(2.0, True)  # Adam ran 1000 steps
     assert speedup(steps, [None, *curve[1:]], 1.0, 1000) == Speedup(0.2, False)
     assert speedup(steps, curve, 0.01, 1000) == Speedup(0.1, False)
+
+
+def test_divergence_on_constructed_curves():
+    """Seeds whose loss goes non-finite, or rises above twice its start (averaged
+    over a hundredth of the run, or at a validation point), diverged; noise on a
+    falling curve does not."""
+    from meta_train.evaluation.held_out import diverged_seeds
+
+    rng = np.random.default_rng(0)
+    train = 2.0 * np.exp(-np.arange(1000) / 300) + 0.3 * rng.random((5, 1000))
+    val = np.full((5, 10), 0.8)
+    train[0, 10] = 4.0 * train[0, 0]  # one noisy step: a hundredth's mean stays low
+    assert diverged_seeds(train, val) == 0
+    train[1, 500] = np.nan
+    train[2, 900:] = 10.0  # explodes at the end
+    val[3, -1] = 5.0  # the validation loss explodes (overfitting far past the start)
+    val[4, 2] = np.inf
+    assert diverged_seeds(train, val) == 4
+    assert diverged_seeds(train[:1], val[:1]) == 0

@@ -10,8 +10,10 @@ and all seeds run as one vectorised program (theta = log learning rate is just
 another batch axis). Reported per task and optimizer, as mean and std over
 seeds: train-loss curve (the loss of each step's training batch, subsampled),
 validation-loss curve (a fixed validation subset, ``val_points`` times), final
-and mean losses, validation and test accuracy, and seconds per step (compiled
-run time, all seeds together, compilation excluded).
+and mean losses, validation and test accuracy, seconds per step (compiled
+run time, all seeds together, compilation excluded) and the seeds that
+diverged (``diverged_seeds``). Each learned optimizer also gets its speedup
+over tuned Adam (``speedup``).
 """
 
 from __future__ import annotations
@@ -124,7 +126,29 @@ def _summarise(
         "test_accuracy": ms(out["test_accuracy"][index]) if "test_accuracy" in out else None,
         "seconds_per_step": seconds,
         "steps": num_steps,
+        "diverged_seeds": diverged_seeds(train, val),
     }
+
+
+EXPLOSION = 2.0  # a loss this many times the starting one has exploded
+
+
+def diverged_seeds(train: np.ndarray, val: np.ndarray) -> int:
+    """How many seeds (rows of ``train`` [seeds, steps] and ``val`` [seeds, points])
+    diverged: a non-finite loss anywhere, or a training loss averaged over a
+    hundredth of the run, or a validation loss, above ``EXPLOSION`` times the
+    training loss of the first hundredth."""
+    block = max(1, train.shape[1] // 100)
+    blocks = train[:, : block * (train.shape[1] // block)].reshape(len(train), -1, block).mean(-1)
+    with np.errstate(invalid="ignore"):
+        start = blocks[:, :1]
+        bad = (
+            ~np.isfinite(train).all(1)
+            | ~np.isfinite(val).all(1)
+            | (blocks > EXPLOSION * start).any(1)
+            | (val > EXPLOSION * start).any(1)
+        )
+    return int(bad.sum())
 
 
 class Speedup(NamedTuple):
@@ -236,31 +260,40 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
         plt.close(fig)
         pngs.append(path)
 
+    # Tasks' losses differ in scale: each bar is a final validation loss over tuned
+    # Adam's on that task (below 1 beats it); a black tick marks Adam's worst grid rate.
     tasks_ = list(results["tasks"])
-    names = list(results["tasks"][tasks_[0]]["optimizers"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks_)), 4))
+    names = [n for n in results["tasks"][tasks_[0]]["optimizers"] if n != "adam"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(tasks_)), 4.5))
     width = 0.8 / len(names)
+    x = np.arange(len(tasks_))
+
+    def over_adam(t: str, value: float | None) -> float:
+        adam = results["tasks"][t]["optimizers"]["adam"]["final_val_loss"]["mean"]
+        return np.nan if value is None or not adam else value / adam
+
     for j, name in enumerate(names):
-        vals = [
-            results["tasks"][t]["optimizers"][name]["final_val_loss"]["mean"] or np.nan
-            for t in tasks_
-        ]
+        records = [results["tasks"][t]["optimizers"][name]["final_val_loss"] for t in tasks_]
+        vals = [over_adam(t, r["mean"]) for t, r in zip(tasks_, records)]
         errs = [
-            results["tasks"][t]["optimizers"][name]["final_val_loss"]["std"] or 0 for t in tasks_
+            over_adam(t, r["std"]) if r["mean"] is not None else 0 for t, r in zip(tasks_, records)
         ]
-        ax.bar(
-            np.arange(len(tasks_)) + j * width,
-            vals,
-            width,
-            yerr=errs,
-            label=name,
-            color=colours.get(name),
-        )
-    ax.set_xticks(np.arange(len(tasks_)) + 0.4 - width / 2)
-    ax.set_xticklabels(tasks_, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(f"validation loss after {results['steps']} steps")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="y", alpha=0.3)
+        ax.bar(x + j * width, vals, width, yerr=errs, label=name, color=colours.get(name))
+    worst = [
+        over_adam(t, results["tasks"][t]["optimizers"]["adam"].get("worst_grid_final_val_loss"))
+        for t in tasks_
+    ]
+    ax.scatter(x + 0.4 - width / 2, worst, marker="_", s=300, color="k",
+               label="adam, worst grid lr", zorder=3)  # fmt: skip
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(x + 0.4 - width / 2)
+    ax.set_xticklabels(tasks_, rotation=25, ha="right", fontsize=7)
+    ax.set_ylabel("final validation loss / tuned Adam's")
+    title = f"{results['seeds']} seeds; lower is better; below the dashed line beats tuned Adam"
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.grid(axis="y", alpha=0.3, which="both")
     fig.tight_layout()
     path = out_dir / "summary.png"
     fig.savefig(path, dpi=90)
@@ -297,19 +330,27 @@ def table(results: dict) -> str:
             )
         lines.append("| " + " | ".join(cells) + " |")
     for n in learned:
-        wins, bad = [], []
+        wins, bad, diverged, speedups = [], [], [], []
         for t in tasks_:
-            ours = results["tasks"][t]["optimizers"][n]["final_val_loss"]["mean"]
+            ours = results["tasks"][t]["optimizers"][n]
             adam = results["tasks"][t]["optimizers"]["adam"]
-            if ours is not None and adam["final_val_loss"]["mean"] is not None:
-                if ours < adam["final_val_loss"]["mean"]:
-                    wins.append(t)
+            mine, tuned = ours["final_val_loss"]["mean"], adam["final_val_loss"]["mean"]
+            if mine is not None and tuned is not None and mine < tuned:
+                wins.append(t)
             worst = adam.get("worst_grid_final_val_loss")
-            if ours is None or (worst is not None and ours > worst):
+            if mine is None or (worst is not None and mine > worst):
                 bad.append(t)
+            if ours.get("diverged_seeds"):
+                diverged.append(t)
+            if ours.get("speedup_over_adam"):
+                speedups.append(ours["speedup_over_adam"]["value"])
+        median = f"; median speedup {np.median(speedups):.2f}" if speedups else ""
         lines.append(
             f"\n{n}: lower final validation loss than tuned Adam on {len(wins)}/{len(tasks_)} "
             f"tasks; worse than Adam at its worst grid learning rate on {len(bad)}"
             + (f" ({', '.join(bad)})" if bad else "")
+            + f"; diverged on {len(diverged)}"
+            + (f" ({', '.join(diverged)})" if diverged else "")
+            + median
         )
     return "\n".join(lines)
