@@ -172,20 +172,26 @@ def _named_optimizers(values: list[str], reserved) -> dict[str, str]:
 def cmd_figures(args: argparse.Namespace) -> int:
     from meta_train.evaluation import figures
 
-    names = [n.strip() for n in args.experiments.split(",") if n.strip()]
-    unknown = [n for n in names if n not in figures.EXPERIMENTS]
+    names = [n.strip() for n in (args.experiments or ",".join(figures.DEFAULT)).split(",")]
+    names = list(figures.ALL) if names == ["all"] else [n for n in names if n]
+    unknown = [n for n in names if n not in figures.ALL]
     if unknown or not names:
         raise ConfigError(
             f"unknown experiment {unknown[0] if unknown else ''!r}; valid: "
-            + ", ".join(figures.EXPERIMENTS)
+            + ", ".join(figures.ALL)
+            + " (or all)"
         )
     summary = figures.draw(
         names, args.out, resources.configs_dir(), progress=print, overrides=args.set
     )
     for name, runs in summary.items():
         for kind, r in runs.items():
-            theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
-            print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
+            if "final_theta" in r:
+                theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
+                print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
+            else:
+                finals = ", ".join(f"{x:.4g}" for x in r["final_meta_loss"])
+                print(f"{name:20s} {kind:13s} {r['loss']}: {r['mean']:.4g} ({finals})")
     return 0
 
 

@@ -116,11 +116,12 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=commands.cmd_eval)
-    fg = sub.add_parser("figures", help="reproduce the PES paper's toy experiments as PNG")
+    fg = sub.add_parser("figures", help="reproduce the PES paper's experiments as PNG")
     fg.add_argument(
         "--experiments",
-        default="influence_balancing,toy_regression,lr_schedule",
-        help="comma-separated: influence_balancing, toy_regression, lr_schedule",
+        default=None,
+        help="comma-separated, or all: influence_balancing, toy_regression, lr_schedule "
+        "(the default, about a minute), lopt_pes_vs_tes (minutes)",
     )
     fg.add_argument("--out", default="docs/figures", help="output directory")
     fg.add_argument(

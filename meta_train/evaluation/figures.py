@@ -8,9 +8,13 @@ compiled scan (``meta_train.training.scan_loop``). Drawn as PNG:
 * ``toy_regression.png``: summed meta-loss against outer iteration, and the
   trajectories of theta over the meta-loss heatmap;
 * ``lr_schedule.png``: expected loss against outer iteration, trajectories over
-  the heatmap of the exact expected loss, and the learned schedules.
+  the heatmap of the exact expected loss, and the learned schedules;
+* ``lopt_pes_vs_tes.png``: the meta-loss of a learned optimizer meta-trained by
+  PES and by truncated ES from several initialisations, against outer step
+  (``evaluation.lopt_comparison``).
 
-A ``summary.json`` holds each estimator's final theta and loss.
+``summary.json`` holds each estimator's final theta (toys) and loss; drawing
+some experiments keeps the others' entries.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meta_train.evaluation import lopt_comparison
+from meta_train.evaluation.lopt_comparison import LOptComparison
 from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
 from meta_train.training import scan_loop
 
@@ -67,6 +73,12 @@ EXPERIMENTS = {
         lambda s: lambda th: noisy_quadratic_expected_loss(s, th),
     ),
 }
+
+
+# Each runs every estimator from several initialisations; minutes, not seconds.
+LOPT_EXPERIMENTS = {"lopt_pes_vs_tes": LOptComparison("lopt_pes_vs_tes")}
+ALL = (*EXPERIMENTS, *LOPT_EXPERIMENTS)
+DEFAULT = tuple(EXPERIMENTS)  # `lopt figures` with no --experiments: the toys, about a minute
 
 
 def _losses(fn, thetas: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -182,18 +194,36 @@ def draw(
     """Run and plot ``names``; returns the summary also written to ``summary.json``."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {}
+    summary_path = out_dir / "summary.json"
+    summary = _read_summary(summary_path)
     for name in names:
-        result = run_experiment(name, pathlib.Path(configs_dir), progress, list(overrides))
-        path = plot(name, result, out_dir)
-        summary[name] = {
-            kind: {
-                "final_theta": r["thetas"][-1].tolist(),
-                "final_loss": float(r["losses"][-1]),
-                "loss": result["experiment"].loss_name,
+        if name in LOPT_EXPERIMENTS:
+            result = lopt_comparison.run(
+                LOPT_EXPERIMENTS[name], pathlib.Path(configs_dir), progress, list(overrides)
+            )
+            path = lopt_comparison.plot(name, result, out_dir, NAMES)
+            summary[name] = lopt_comparison.summary(result)
+        else:
+            result = run_experiment(name, pathlib.Path(configs_dir), progress, list(overrides))
+            path = plot(name, result, out_dir)
+            summary[name] = {
+                kind: {
+                    "final_theta": r["thetas"][-1].tolist(),
+                    "final_loss": float(r["losses"][-1]),
+                    "loss": result["experiment"].loss_name,
+                }
+                for kind, r in result["runs"].items()
             }
-            for kind, r in result["runs"].items()
-        }
         progress(f"wrote {path}")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        summary_path.write_text(json.dumps(summary, indent=2))  # each experiment as it ends
+    return {name: summary[name] for name in names}
+
+
+def _read_summary(path: pathlib.Path) -> dict:
+    """The entries of experiments drawn before, which a new drawing keeps (none from
+    a file that is missing or not a JSON object)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
