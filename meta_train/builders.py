@@ -31,6 +31,7 @@ from meta_train.systems import (
     ToyRegression,
 )
 from meta_train.systems.family import SystemFamily
+from meta_train.systems.lr_schedule import META_OBJECTIVES, SCHEDULES
 from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.systems.toy import NO_RESET
 from tasks.augmentation import Augmentation
@@ -218,12 +219,25 @@ def _toy_regression(config: Config) -> ToyRegression:
     return ToyRegression(theta0=_theta0(config.task, (-4.0, -4.0)), horizon=_horizon(config.task))
 
 
+def _schedule_theta0(cfg: TaskConfig):
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"task.schedule: unknown {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if cfg.schedule == "inverse_time":
+        return _theta0(cfg, (-3.0, 0.0))
+    if cfg.theta0 and len(cfg.theta0) < 2:
+        raise ConfigError(
+            f"task.theta0: a piecewise-linear schedule needs >= 2 knots, got {list(cfg.theta0)}"
+        )
+    return jnp.asarray(cfg.theta0 or (-3.0,) * 5, jnp.float32)
+
+
 def _lr_schedule_quadratic(config: Config) -> LRScheduleSystem:
     cfg = config.task
     return LRScheduleSystem(
         NoisyQuadratic.create(dim=16, min_curvature=1e-3),
-        theta0=_theta0(cfg, (-3.0, 0.0)),
+        theta0=_schedule_theta0(cfg),
         horizon=_horizon(cfg),
+        schedule=cfg.schedule,
     )
 
 
@@ -231,12 +245,17 @@ def _lr_schedule_mlp(config: Config) -> LRScheduleSystem:
     cfg = config.task
     horizon = _horizon(cfg)
     task = build_task(cfg)
+    if cfg.meta_objective not in META_OBJECTIVES:
+        valid = ", ".join(META_OBJECTIVES)
+        raise ConfigError(f"task.meta_objective: unknown {cfg.meta_objective!r}; valid: {valid}")
     return LRScheduleSystem(
         task,
-        theta0=_theta0(cfg, (-3.0, 0.0)),
+        theta0=_schedule_theta0(cfg),
         horizon=horizon,
         meta_loss_split=cfg.meta_loss_split,
         loss_cap=_loss_cap(cfg, task),
+        schedule=cfg.schedule,
+        meta_objective=cfg.meta_objective,
     )
 
 
@@ -273,6 +292,12 @@ def build_system(config: Config) -> MetaTrainableSystem | SystemFamily:
         raise ConfigError(f"task.kind: unknown {kind!r}; valid: {', '.join(SYSTEMS)}")
     if kind != "python" and config.task.entry:
         raise ConfigError(f'task.entry is only for task.kind = "python", not {kind!r}')
+    if config.task.meta_objective != "loss" and kind != "lr_schedule_mlp":
+        raise ConfigError(
+            f'task.meta_objective is only for task.kind = "lr_schedule_mlp", not {kind!r}'
+        )
+    if config.task.schedule != "inverse_time" and not kind.startswith("lr_schedule"):
+        raise ConfigError(f"task.schedule is only for the lr_schedule kinds, not {kind!r}")
     return SYSTEMS[kind](config)
 
 

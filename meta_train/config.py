@@ -52,6 +52,11 @@ class TaskConfig:
     meta_loss_norm: str = "ratio"
     # L_t is clipped to this; 0 derives it: 1.5 with "ratio", else 1.5 * ln(num_classes)
     loss_cap: float = 0.0
+    # lr_schedule_*: "inverse_time" (theta0 = [log lr0, decay exponent]) or
+    # "piecewise_linear" (theta0 = log lr at evenly spaced knots over the horizon)
+    schedule: str = "inverse_time"
+    # lr_schedule_mlp: L_t is the "loss" or the error rate 1 - "accuracy" on a fresh batch
+    meta_objective: str = "loss"
 
 
 @dataclasses.dataclass(frozen=True)

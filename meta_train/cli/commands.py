@@ -186,11 +186,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
     )
     for name, runs in summary.items():
         for kind, r in runs.items():
-            if "final_theta" in r:
+            if "final_meta_objective" not in r:  # a toy: its final theta says it all
                 theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
                 print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
             else:
-                finals = ", ".join(f"{x:.4g}" for x in r["final_meta_loss"])
+                finals = ", ".join(f"{x:.4g}" for x in r["final_meta_objective"])
                 print(f"{name:20s} {kind:13s} {r['loss']}: {r['mean']:.4g} ({finals})")
     return 0
 

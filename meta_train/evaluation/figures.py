@@ -10,8 +10,11 @@ compiled scan (``meta_train.training.scan_loop``). Drawn as PNG:
 * ``lr_schedule.png``: expected loss against outer iteration, trajectories over
   the heatmap of the exact expected loss, and the learned schedules;
 * ``lopt_pes_vs_tes.png``: the meta-loss of a learned optimizer meta-trained by
-  PES and by truncated ES from several initialisations, against outer step
-  (``evaluation.lopt_comparison``).
+  PES and by truncated ES from several initialisations, against outer step;
+* ``lr_schedule_mlp.png``: a piecewise-linear schedule of SGD on an MLP over
+  T = 5000, meta-trained on the validation loss and on the validation error
+  (no gradient) at K = 10 and 100: the whole-horizon objective against outer
+  step, and the learned schedules (both ``evaluation.estimator_comparison``).
 
 ``summary.json`` holds each estimator's final theta (toys) and loss; drawing
 some experiments keeps the others' entries.
@@ -28,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta_train.evaluation import lopt_comparison
-from meta_train.evaluation.lopt_comparison import LOptComparison
+from meta_train.evaluation import estimator_comparison
+from meta_train.evaluation.estimator_comparison import Comparison, Variant
 from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
 from meta_train.training import scan_loop
 
@@ -75,9 +78,36 @@ EXPERIMENTS = {
 }
 
 
-# Each runs every estimator from several initialisations; minutes, not seconds.
-LOPT_EXPERIMENTS = {"lopt_pes_vs_tes": LOptComparison("lopt_pes_vs_tes")}
-ALL = (*EXPERIMENTS, *LOPT_EXPERIMENTS)
+def _schedule_variant(objective: str, trunc_len: int, steps: int) -> Variant:
+    """One meta-objective ("loss" or "accuracy") at one truncation; TBPTT only where
+    there is a gradient (the accuracy's is zero)."""
+    return Variant(
+        f"{objective} K={trunc_len}",
+        (
+            f"task.meta_objective={objective}",
+            f"estimator.trunc_len={trunc_len}",
+            f"train.steps={steps}",
+        ),
+        ("pes", "truncated_es", "tbptt") if objective == "loss" else ("pes", "truncated_es"),
+        "mean validation " + ("loss" if objective == "loss" else "error (1 - accuracy)"),
+    )
+
+
+# Judged over whole horizons at fixed theta; minutes each, not seconds.
+COMPARISONS = {
+    "lopt_pes_vs_tes": Comparison("lopt_pes_vs_tes", seeds=3, objective="mean inner loss"),
+    # Equal inner steps per particle at both truncations: 15,000 (3 horizons).
+    "lr_schedule_mlp": Comparison(
+        "lr_schedule_mlp",
+        variants=tuple(
+            _schedule_variant(objective, k, steps)
+            for objective in ("loss", "accuracy")
+            for k, steps in ((10, 1500), (100, 150))
+        ),
+        eval_every=50,
+    ),
+}
+ALL = (*EXPERIMENTS, *COMPARISONS)
 DEFAULT = tuple(EXPERIMENTS)  # `lopt figures` with no --experiments: the toys, about a minute
 
 
@@ -197,12 +227,12 @@ def draw(
     summary_path = out_dir / "summary.json"
     summary = _read_summary(summary_path)
     for name in names:
-        if name in LOPT_EXPERIMENTS:
-            result = lopt_comparison.run(
-                LOPT_EXPERIMENTS[name], pathlib.Path(configs_dir), progress, list(overrides)
+        if name in COMPARISONS:
+            result = estimator_comparison.run(
+                COMPARISONS[name], pathlib.Path(configs_dir), progress, list(overrides)
             )
-            path = lopt_comparison.plot(name, result, out_dir, NAMES)
-            summary[name] = lopt_comparison.summary(result)
+            path = estimator_comparison.plot(name, result, out_dir, NAMES)
+            summary[name] = estimator_comparison.summary(result)
         else:
             result = run_experiment(name, pathlib.Path(configs_dir), progress, list(overrides))
             path = plot(name, result, out_dir)
