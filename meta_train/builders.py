@@ -30,6 +30,7 @@ from meta_train.systems import (
     MetaTrainableSystem,
     ToyRegression,
 )
+from meta_train.systems.char_rnn import CharRNNSystem
 from meta_train.systems.family import SystemFamily
 from meta_train.systems.lr_schedule import META_OBJECTIVES, SCHEDULES
 from meta_train.systems.sampled_task import SampledTaskSystem
@@ -41,6 +42,7 @@ from tasks.entry import EntryError, load_entry
 from tasks.family import FamilyError, ImageMLPFamily, ImageMLPSpec, shape_of
 from tasks.image_mlp import ImageMLPTask
 from tasks.quadratic import NoisyQuadratic
+from tasks.text import load_corpus
 
 
 def _fields_of(cls: type, section: Any) -> dict[str, Any]:
@@ -259,6 +261,26 @@ def _lr_schedule_mlp(config: Config) -> LRScheduleSystem:
     )
 
 
+def _char_rnn(config: Config) -> CharRNNSystem:
+    cfg = config.task
+    if len(cfg.hidden_sizes) != 1:
+        raise ConfigError(
+            f"task.hidden_sizes: char_rnn has one hidden layer, got {list(cfg.hidden_sizes)}"
+        )
+    try:
+        corpus = load_corpus(cfg.corpus)
+    except DatasetError as e:
+        raise ConfigError(f"task.corpus: {e}") from e
+    return CharRNNSystem(
+        corpus,
+        hidden_size=cfg.hidden_sizes[0],
+        horizon=_horizon(cfg),
+        batch_size=cfg.batch_size,
+        split=cfg.meta_loss_split,
+        loss_cap=cfg.loss_cap or 1.5 * math.log(corpus.vocab_size),
+    )
+
+
 # task.kind -> the function that builds its system from the whole config.
 SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
     "image_mlp": _image_mlp,
@@ -268,6 +290,7 @@ SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
     "toy_regression": _toy_regression,
     "lr_schedule_quadratic": _lr_schedule_quadratic,
     "lr_schedule_mlp": _lr_schedule_mlp,
+    "char_rnn": _char_rnn,
 }
 
 

@@ -27,7 +27,8 @@ class TaskConfig:
     # A learned optimizer trains: "image_mlp" (one image MLP), "image_mlp_family"
     # (shape buckets of a task family, [family]), "python" (a user's task, `entry`);
     # or a system whose theta is its own: "influence_balancing", "toy_regression",
-    # "lr_schedule_quadratic", "lr_schedule_mlp" (the registry: meta_train.builders.SYSTEMS)
+    # "lr_schedule_quadratic", "lr_schedule_mlp", "char_rnn" (the registry:
+    # meta_train.builders.SYSTEMS)
     kind: str = "image_mlp"
     # kind "python": "package.module:make_task" or "path/to/file.py:make_task", a
     # function returning a task (tasks.base.Task) or a bucket (tasks.base.TaskBucket)
@@ -57,6 +58,8 @@ class TaskConfig:
     schedule: str = "inverse_time"
     # lr_schedule_mlp: L_t is the "loss" or the error rate 1 - "accuracy" on a fresh batch
     meta_objective: str = "loss"
+    # char_rnn: the text (tasks.text: tiny_shakespeare_embedded ships with the package)
+    corpus: str = "tiny_shakespeare_embedded"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,7 +186,12 @@ def cmd_figures(args: argparse.Namespace) -> int:
     )
     for name, runs in summary.items():
         for kind, r in runs.items():
-            if "final_meta_objective" not in r:  # a toy: its final theta says it all
+            if "total_variance" in r:
+                points = ", ".join(
+                    f"{n}: {v:.3g}" for n, v in zip(r["unrolls"], r["total_variance"], strict=True)
+                )
+                print(f"{name:20s} {kind:13s} variance by unrolls {{{points}}}")
+            elif "final_meta_objective" not in r:  # a toy: its final theta says it all
                 theta = ", ".join(f"{x:.4g}" for x in r["final_theta"])
                 print(f"{name:20s} {kind:13s} theta = ({theta})  {r['loss']} {r['final_loss']:.4g}")
             else:

@@ -14,7 +14,10 @@ compiled scan (``meta_train.training.scan_loop``). Drawn as PNG:
 * ``lr_schedule_mlp.png``: a piecewise-linear schedule of SGD on an MLP over
   T = 5000, meta-trained on the validation loss and on the validation error
   (no gradient) at K = 10 and 100: the whole-horizon objective against outer
-  step, and the learned schedules (both ``evaluation.estimator_comparison``).
+  step, and the learned schedules (both ``evaluation.estimator_comparison``);
+* ``char_rnn_variance.png``: the total variance of PES, NRES and truncated ES
+  estimates for a character-level RNN against the number of unrolls
+  (``evaluation.variance``).
 
 ``summary.json`` holds each estimator's final theta (toys) and loss; drawing
 some experiments keeps the others' entries.
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta_train.evaluation import estimator_comparison
+from meta_train.evaluation import estimator_comparison, variance
 from meta_train.evaluation.estimator_comparison import Comparison, Variant
 from meta_train.systems.lr_schedule import noisy_quadratic_expected_loss
 from meta_train.training import scan_loop
@@ -107,7 +110,8 @@ COMPARISONS = {
         eval_every=50,
     ),
 }
-ALL = (*EXPERIMENTS, *COMPARISONS)
+VARIANCE_STUDIES = {"char_rnn_variance": variance.VarianceStudy("char_rnn")}
+ALL = (*EXPERIMENTS, *COMPARISONS, *VARIANCE_STUDIES)
 DEFAULT = tuple(EXPERIMENTS)  # `lopt figures` with no --experiments: the toys, about a minute
 
 
@@ -227,7 +231,13 @@ def draw(
     summary_path = out_dir / "summary.json"
     summary = _read_summary(summary_path)
     for name in names:
-        if name in COMPARISONS:
+        if name in VARIANCE_STUDIES:
+            result = variance.run(
+                VARIANCE_STUDIES[name], pathlib.Path(configs_dir), progress, list(overrides)
+            )
+            path = variance.plot(name, result, out_dir, NAMES)
+            summary[name] = variance.summary(result)
+        elif name in COMPARISONS:
             result = estimator_comparison.run(
                 COMPARISONS[name], pathlib.Path(configs_dir), progress, list(overrides)
             )
