@@ -53,10 +53,7 @@ class ConvNetTask:
 
     def apply(self, params: dict, images: jax.Array) -> jax.Array:
         def conv(h, layer, stride):
-            out = jax.lax.conv_general_dilated(
-                h, layer["w"], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-            return jax.nn.relu(out + layer["b"])
+            return jax.nn.relu(conv_same(h, layer["w"], stride) + layer["b"])
 
         h = conv(conv(images, params["conv1"], 1), params["conv2"], 2)
         return jnp.mean(h, axis=(1, 2)) @ params["out"]["w"] + params["out"]["b"]
@@ -77,6 +74,30 @@ class ConvNetTask:
 
     def eval_set(self, split: str):
         return self.data.split(split)
+
+
+def conv_same(h: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """``lax.conv_general_dilated(h, w, (stride, stride), "SAME")`` for NHWC images and
+    HWIO kernels, computed as one matmul over k*k shifted slices (im2col).
+
+    Same padding and numbers as XLA's convolution, but inside a ``lax.scan`` (every
+    training loop here) XLA:CPU runs XLA's convolution several times slower than
+    slices and a dot (``bench/conv_in_scan.py``)."""
+    k = w.shape[0]
+    height, width = h.shape[1], h.shape[2]
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + k - height, 0)
+    pad_w = max((out_w - 1) * stride + k - width, 0)
+    padded = jnp.pad(
+        h, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    patches = jnp.stack(
+        [padded[:, i : i + span_h : stride, j : j + span_w : stride, :]
+         for i in range(k) for j in range(k)],
+        axis=3,
+    )  # fmt: skip
+    return jnp.einsum("bhwkc,kco->bhwo", patches, w.reshape(k * k, *w.shape[2:]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,3 +112,9 @@ def test_w1_against_smoke():
     assert "command: python bench/w1_against.py" in lines[0]
     assert float(lines[3].strip("|").split("|")[3]) > 0  # the pair's ratio
     assert lines[-1].startswith("this / HEAD = ")
+
+
+def test_conv_in_scan_smoke():
+    lines = _bench("conv_in_scan.py", "--image-size", "8", "--steps", "3", "--blocks", "2")
+    assert "command: python bench/conv_in_scan.py" in lines[0]
+    assert lines[-1].startswith("XLA conv / im2col = ")

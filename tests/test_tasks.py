@@ -114,3 +114,28 @@ def test_each_new_task_kind_trains_under_tuned_adam(name):
     final = out["val_loss"][:, :, -1].mean(1)
     assert np.all(np.isfinite(out["train_loss"]))
     assert final.min() < 0.7 * initial, (initial, final)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((4, 28, 28, 1), (3, 3, 1, 8), 1), ((4, 28, 28, 8), (3, 3, 8, 16), 2),
+     ((2, 7, 9, 3), (3, 3, 3, 5), 2), ((2, 8, 8, 2), (5, 5, 2, 3), 3)],
+)  # fmt: skip
+def test_the_convnets_im2col_convolution_is_xlas(shape, kernel, stride):
+    """Same padding and values as lax.conv_general_dilated "SAME" (odd sizes, strides
+    that do not divide, a 5x5 kernel), and the same gradient."""
+    from tasks.convnet import conv_same
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), kernel)
+
+    def xla(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    np.testing.assert_allclose(conv_same(x, w, stride), xla(x, w), rtol=1e-4, atol=1e-4)
+    g_ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv_same(x, w, stride))), (0, 1))(x, w)
+    g_xla = jax.grad(lambda x, w: jnp.sum(jnp.sin(xla(x, w))), (0, 1))(x, w)
+    for a, b in zip(g_ours, g_xla):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
