@@ -81,7 +81,7 @@ EXPERIMENTS = {
 }
 
 
-def _schedule_variant(objective: str, trunc_len: int, steps: int) -> Variant:
+def _schedule_variant(objective: str, trunc_len: int, steps: int, learning_rate: float) -> Variant:
     """One meta-objective ("loss" or "accuracy") at one truncation; TBPTT only where
     there is a gradient (the accuracy's is zero)."""
     return Variant(
@@ -90,6 +90,7 @@ def _schedule_variant(objective: str, trunc_len: int, steps: int) -> Variant:
             f"task.meta_objective={objective}",
             f"estimator.trunc_len={trunc_len}",
             f"train.steps={steps}",
+            f"train.learning_rate={learning_rate}",
         ),
         ("pes", "truncated_es", "tbptt") if objective == "loss" else ("pes", "truncated_es"),
         "mean validation " + ("loss" if objective == "loss" else "error (1 - accuracy)"),
@@ -99,13 +100,14 @@ def _schedule_variant(objective: str, trunc_len: int, steps: int) -> Variant:
 # Judged over whole horizons at fixed theta; minutes each, not seconds.
 COMPARISONS = {
     "lopt_pes_vs_tes": Comparison("lopt_pes_vs_tes", seeds=3, objective="mean inner loss"),
-    # Equal inner steps per particle at both truncations: 15,000 (3 horizons).
+    # Equal budgets at both truncations: 15,000 inner steps per particle (3 horizons),
+    # and the same path length for Adam (steps x learning rate = 3).
     "lr_schedule_mlp": Comparison(
         "lr_schedule_mlp",
         variants=tuple(
-            _schedule_variant(objective, k, steps)
+            _schedule_variant(objective, k, steps, lr)
             for objective in ("loss", "accuracy")
-            for k, steps in ((10, 1500), (100, 150))
+            for k, steps, lr in ((10, 1500, 0.002), (100, 150, 0.02))
         ),
         eval_every=50,
     ),
@@ -229,7 +231,7 @@ def draw(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
-    summary = _read_summary(summary_path)
+    summary: dict = {}
     for name in names:
         if name in VARIANCE_STUDIES:
             result = variance.run(
@@ -255,8 +257,9 @@ def draw(
                 for kind, r in result["runs"].items()
             }
         progress(f"wrote {path}")
-        summary_path.write_text(json.dumps(summary, indent=2))  # each experiment as it ends
-    return {name: summary[name] for name in names}
+        # Read again as each experiment ends: another process may have drawn others since.
+        summary_path.write_text(json.dumps({**_read_summary(summary_path), **summary}, indent=2))
+    return summary
 
 
 def _read_summary(path: pathlib.Path) -> dict:
