@@ -125,7 +125,7 @@ def test_schedule_comparison_runs_every_estimator_that_applies(tmp_path):
     for variant in result["runs"].values():
         for (run,) in variant.values():
             assert len(run["final_theta"]) == 6 and run["steps"] == [0, 4]
-    error = result["runs"]["accuracy K=10"]["pes"][0]["meta_objective"]
+    error = result["runs"]["accuracy K=100"]["pes"][0]["meta_objective"]
     assert all(0.0 <= e <= 1.0 for e in error)
     summary = estimator_comparison.summary(result)
     assert summary["accuracy K=100: pes"]["loss"].startswith("mean validation error")
