@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meta_train import config as config_lib
-from meta_train.evaluation.fixed_seeds import EVAL_KEY, training_curves
+from meta_train.evaluation.fixed_seeds import evaluate
 from meta_train.training import scan_loop
 
 SMALL_THETA = 64  # a final theta this small (a schedule's knots) is kept in the results
@@ -55,18 +55,18 @@ def meta_objective_curve(
     system, thetas, every: int, num_seeds: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, values)``: the whole-horizon meta-objective of the thetas at outer
-    steps 0, every, 2 every, ... and the last (``thetas``: leading axis outer steps + 1)."""
+    steps 0, every, 2 every, ... and the last (``thetas``: leading axis outer steps + 1),
+    each ``fixed_seeds.evaluate``'s ``eval_loss`` over episodes of the full horizon."""
     n = jax.tree.leaves(thetas)[0].shape[0]
     steps = np.unique(np.r_[np.arange(0, n, every), n - 1])
     picked = jax.tree.map(lambda a: a[steps], thetas)
-    key = jax.random.PRNGKey(EVAL_KEY)
-
-    @jax.jit
-    def value(theta):
-        return jnp.mean(training_curves(system, theta, key, num_seeds, system.horizon))
-
     # One theta at a time: a whole-horizon episode per seed is the memory unit.
-    values = [float(value(jax.tree.map(itemgetter(i), picked))) for i in range(len(steps))]
+    values = [
+        evaluate(system, jax.tree.map(itemgetter(i), picked), num_seeds, system.horizon)[
+            "eval_loss"
+        ]
+        for i in range(len(steps))
+    ]
     return steps, np.asarray(values)
 
 
