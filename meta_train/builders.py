@@ -31,12 +31,14 @@ from meta_train.systems import (
     ToyRegression,
 )
 from meta_train.systems.char_rnn import CharRNNSystem
+from meta_train.systems.control import ControlSystem
 from meta_train.systems.family import SystemFamily
 from meta_train.systems.lr_schedule import META_OBJECTIVES, SCHEDULES
 from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.systems.toy import NO_RESET
 from tasks.augmentation import Augmentation
 from tasks.base import ClassificationTask
+from tasks.control import EnvironmentUnavailable, load_environment
 from tasks.datasets import DatasetError
 from tasks.entry import EntryError, load_entry
 from tasks.family import FamilyError, ImageMLPFamily, ImageMLPSpec, shape_of
@@ -281,6 +283,34 @@ def _char_rnn(config: Config) -> CharRNNSystem:
     )
 
 
+GRADIENT_ESTIMATORS = ("tbptt", "full_bptt")
+
+
+def _control(config: Config) -> ControlSystem:
+    cfg = config.task
+    try:
+        environment = load_environment(cfg.env)
+        if config.estimator.kind in GRADIENT_ESTIMATORS and not environment.differentiable:
+            raise ConfigError(
+                f"estimator.kind: {config.estimator.kind} needs gradients through the "
+                f"environment, and gymnax stops them in {cfg.env}; use an ES estimator "
+                "(pes, nres, full_es, truncated_es)"
+            )
+        return ControlSystem.create(
+            environment,
+            hidden_sizes=tuple(cfg.hidden_sizes),
+            horizon=_horizon(cfg),
+            batch_size=cfg.batch_size,
+            # Every shipped environment's per-step reward is bounded far below this
+            # (actions are squashed onto their box): the cap guards a non-finite one.
+            loss_cap=cfg.loss_cap or 1000.0,
+        )
+    except EnvironmentUnavailable as e:
+        raise ConfigError(f"task.env: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"[task]: {e}") from None
+
+
 # task.kind -> the function that builds its system from the whole config.
 SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
     "image_mlp": _image_mlp,
@@ -291,6 +321,7 @@ SYSTEMS: dict[str, Callable[[Config], MetaTrainableSystem | SystemFamily]] = {
     "lr_schedule_quadratic": _lr_schedule_quadratic,
     "lr_schedule_mlp": _lr_schedule_mlp,
     "char_rnn": _char_rnn,
+    "control": _control,
 }
 
 
@@ -321,6 +352,8 @@ def build_system(config: Config) -> MetaTrainableSystem | SystemFamily:
         )
     if config.task.schedule != "inverse_time" and not kind.startswith("lr_schedule"):
         raise ConfigError(f"task.schedule is only for the lr_schedule kinds, not {kind!r}")
+    if config.task.env != "Pendulum-v1" and kind != "control":
+        raise ConfigError(f'task.env is only for task.kind = "control", not {kind!r}')
     return SYSTEMS[kind](config)
 
 

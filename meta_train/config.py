@@ -27,7 +27,7 @@ class TaskConfig:
     # A learned optimizer trains: "image_mlp" (one image MLP), "image_mlp_family"
     # (shape buckets of a task family, [family]), "python" (a user's task, `entry`);
     # or a system whose theta is its own: "influence_balancing", "toy_regression",
-    # "lr_schedule_quadratic", "lr_schedule_mlp", "char_rnn" (the registry:
+    # "lr_schedule_quadratic", "lr_schedule_mlp", "char_rnn", "control" (the registry:
     # meta_train.builders.SYSTEMS)
     kind: str = "image_mlp"
     # kind "python": "package.module:make_task" or "path/to/file.py:make_task", a
@@ -60,6 +60,11 @@ class TaskConfig:
     meta_objective: str = "loss"
     # char_rnn: the text (tasks.text: tiny_shakespeare_embedded ships with the package)
     corpus: str = "tiny_shakespeare_embedded"
+    # control: a gymnax environment with continuous actions (tasks.control; the optional
+    # extra `pip install 'lopt-pes[control]'`); hidden_sizes is the policy's, batch_size
+    # the environments per particle, horizon the episode (one past the environment's own
+    # limit raises it)
+    env: str = "Pendulum-v1"
 
 
 @dataclasses.dataclass(frozen=True)

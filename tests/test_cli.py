@@ -167,7 +167,9 @@ def test_list_shows_configs_datasets_and_suites(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for word in ("default, family, family_long, generalist, influence_balancing",
                  "shipped optimizers: default_mlp", "fashion_mnist", "held-out", "generalization:",
-                 "estimator.num_particles", "family.num_buckets"):  # fmt: skip
+                 "estimator.num_particles", "family.num_buckets",
+                 "corpora (task.corpus): tiny_shakespeare_embedded",
+                 "environments (task.env, ready): Pendulum-v1"):  # fmt: skip
         assert word in proc.stdout
 
 

@@ -220,6 +220,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("held-out task suites:")
     for name, specs in HELD_OUT_SUITES.items():
         print(f"  {name}: " + ", ".join(s.name for s in specs))
+    from tasks.control import CONTINUOUS_ENVS, INSTALL, control_extra_installed
+    from tasks.text import EMBEDDED_CORPORA
+
+    print("corpora (task.corpus): " + ", ".join(EMBEDDED_CORPORA))
+    ready = "ready" if control_extra_installed() else f"needs the control extra: {INSTALL}"
+    print(f"environments (task.env, {ready}): " + ", ".join(CONTINUOUS_ENVS))
     print("shipped optimizers: " + (", ".join(resources.optimizer_names()) or "none"))
     from learned_opt import LEARNED_OPTIMIZERS
     from meta_train.builders import SYSTEMS

@@ -11,8 +11,14 @@ per-step loss L_t over whole episodes of the full horizon T on
 ``eval_seeds`` fixed seeds (``evaluation.fixed_seeds``: the same seeds for
 every run and theta), whatever truncation the estimator trained with.
 
-Used by ``lopt figures`` for the PES paper's learned-optimizer experiment and
-its learning-rate schedule on an MLP (``figures.COMPARISONS``).
+With a ``budget`` every run gets the same number of **system steps** (for a
+control system, environment steps): ``train.steps`` is set per run to the budget
+over what one outer step costs, particles x K x the system's ``batch_size``
+(K = T for full-episode ES), and the curves are drawn against system steps.
+
+Used by ``lopt figures`` for the PES paper's learned-optimizer experiment, its
+learning-rate schedule on an MLP and its continuous control
+(``figures.COMPARISONS``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meta_train import config as config_lib
+from meta_train.builders import build_estimator, build_system
 from meta_train.evaluation.fixed_seeds import evaluate
 from meta_train.training import scan_loop
 
@@ -49,6 +56,18 @@ class Comparison:
     eval_every: int = 25  # outer steps between evaluations
     eval_seeds: int = 4
     objective: str = "mean inner loss"  # what L_t is, for labels
+    # > 0: every run takes this many system steps (module doc); eval_every then
+    # counts evaluations per run instead of outer steps between them
+    budget: int = 0
+    # the outer learning rates tried for every variant and estimator (run's doc);
+    # () = the config's
+    learning_rates: tuple[float, ...] = ()
+    # "return": draw -T x the meta-objective (the mean return of a control system),
+    # and every run in one panel; "" draws the meta-objective, a panel per variant
+    y_axis: str = ""
+    # with y_axis "return": the return whose first crossing the summary reports
+    # (system steps spent until the evaluated return is at least this); None = none
+    target_return: float | None = None
 
 
 def meta_objective_curve(
@@ -74,6 +93,50 @@ def label(variant: Variant, kind: str) -> str:
     return f"{variant.label}: {kind}" if variant.label else kind
 
 
+def steps_per_outer_step(config: config_lib.Config) -> int:
+    """System steps one outer step of ``config``'s estimator takes: particles x K
+    x the system's ``batch_size`` (1 for a system without one)."""
+    system = build_system(config)
+    estimator = build_estimator(config, system)
+    return estimator.steps_per_call * getattr(system, "batch_size", 1)
+
+
+def _load(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]):
+    """The run's config; with a budget, ``train.steps`` spends it."""
+    path = configs_dir / f"{exp.config}.toml"
+    config = config_lib.load(path, overrides)
+    if not exp.budget:
+        return config, exp.eval_every
+    cost = steps_per_outer_step(config)
+    if exp.budget < cost:
+        raise config_lib.ConfigError(
+            f"{exp.config}: a budget of {exp.budget} system steps is less than one outer step "
+            f"({cost})"
+        )
+    steps = exp.budget // cost
+    config = config_lib.load(path, [*overrides, f"train.steps={steps}"])
+    return config, max(1, steps // exp.eval_every)
+
+
+def _one_run(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]):
+    """``(system, record)`` of one meta-training run and its curve (``run``'s doc)."""
+    config, every = _load(exp, configs_dir, overrides)
+    system, traj = scan_loop.run(config)
+    steps, values = meta_objective_curve(system, traj.thetas, every, exp.eval_seeds)
+    record = {
+        "steps": steps.tolist(),
+        "meta_objective": values.tolist(),
+        "train_meta_loss": np.asarray(traj.meta_losses).tolist(),
+        "trunc_len": config.estimator.trunc_len,
+        "system_steps": steps_per_outer_step(config),
+        "learning_rate": config.train.learning_rate,
+    }
+    final = jax.tree.leaves(jax.tree.map(itemgetter(-1), traj.thetas))
+    if sum(np.size(x) for x in final) <= SMALL_THETA:
+        record["final_theta"] = np.concatenate([np.ravel(x) for x in final]).tolist()
+    return system, record
+
+
 def run(
     exp: Comparison,
     configs_dir: pathlib.Path,
@@ -81,46 +144,49 @@ def run(
     overrides: Sequence[str] = (),
 ) -> dict:
     """``{"runs": {variant label: {estimator: [per seed {"steps", "meta_objective",
-    "train_meta_loss", "trunc_len", "final_theta" (small thetas only)}]}},
-    "systems": {variant label: system}}``."""
+    "train_meta_loss", "trunc_len", "system_steps" (per outer step), "learning_rate",
+    "final_theta" (small thetas only)}]}}, "tuning": {variant label: {estimator:
+    {learning rate: mean final meta-objective}}}, "systems": {variant label: system}}``.
+
+    With ``exp.learning_rates`` every variant and estimator runs at each rate and
+    keeps the runs of the rate whose mean final meta-objective is lowest."""
     runs: dict[str, dict[str, list[dict]]] = {}
+    tuning: dict[str, dict[str, dict[float, float]]] = {}
     systems = {}
+    rates: tuple[float | None, ...] = exp.learning_rates or (None,)
     for variant in exp.variants:
-        runs[variant.label] = {}
+        runs[variant.label], tuning[variant.label] = {}, {}
         for kind in variant.estimators:
-            runs[variant.label][kind] = []
-            for seed in range(exp.seeds):
-                progress(f"{exp.config}: {label(variant, kind)}, initialisation {seed}")
-                config = config_lib.load(
-                    configs_dir / f"{exp.config}.toml",
-                    [
-                        *variant.overrides,
-                        *overrides,
-                        f"estimator.kind={kind}",
-                        f"train.seed={seed}",
-                    ],
-                )
-                system, traj = scan_loop.run(config)
-                steps, values = meta_objective_curve(
-                    system, traj.thetas, exp.eval_every, exp.eval_seeds
-                )
-                record = {
-                    "steps": steps.tolist(),
-                    "meta_objective": values.tolist(),
-                    "train_meta_loss": np.asarray(traj.meta_losses).tolist(),
-                    "trunc_len": config.estimator.trunc_len,
-                }
-                final = jax.tree.leaves(jax.tree.map(itemgetter(-1), traj.thetas))
-                if sum(np.size(x) for x in final) <= SMALL_THETA:
-                    record["final_theta"] = np.concatenate([np.ravel(x) for x in final]).tolist()
-                runs[variant.label][kind].append(record)
-                systems[variant.label] = system
-    return {"experiment": exp, "runs": runs, "systems": systems}
+            by_rate = {}
+            for rate in rates:
+                records = []
+                for seed in range(exp.seeds):
+                    at = f" at learning rate {rate}" if rate is not None else ""
+                    progress(f"{exp.config}: {label(variant, kind)}{at}, initialisation {seed}")
+                    rate_override = [f"train.learning_rate={rate}"] if rate is not None else []
+                    system, record = _one_run(
+                        exp,
+                        configs_dir,
+                        [*variant.overrides, *overrides, *rate_override,
+                         f"estimator.kind={kind}", f"train.seed={seed}"],
+                    )  # fmt: skip
+                    records.append(record)
+                    systems[variant.label] = system
+                by_rate[records[0]["learning_rate"]] = records
+            finals = {
+                rate: float(np.mean([r["meta_objective"][-1] for r in records]))
+                for rate, records in by_rate.items()
+            }
+            tuning[variant.label][kind] = finals
+            runs[variant.label][kind] = by_rate[min(finals, key=finals.__getitem__)]
+    return {"experiment": exp, "runs": runs, "tuning": tuning, "systems": systems}
 
 
 def summary(result: dict) -> dict:
     """Per variant and estimator: each initialisation's final whole-horizon
-    meta-objective, their mean and spread (and the final theta, when small)."""
+    meta-objective, their mean and spread; the final theta when small, the rate
+    kept and every rate's mean when tuned, the system steps spent with a budget,
+    and the returns (-T x the meta-objective) when drawn as returns."""
     exp: Comparison = result["experiment"]
     out = {}
     for variant in exp.variants:
@@ -133,6 +199,22 @@ def summary(result: dict) -> dict:
                 "std": float(np.std(finals)),
                 "loss": f"{variant.objective or exp.objective} over T = {horizon}",
             }
+            if exp.learning_rates:
+                entry["learning_rate"] = seeds[0]["learning_rate"]
+                entry["tuning"] = {
+                    str(r): v for r, v in result["tuning"][variant.label][kind].items()
+                }
+            if exp.budget:
+                entry["system_steps"] = seeds[0]["system_steps"] * seeds[0]["steps"][-1]
+            if exp.y_axis == "return":
+                returns = [-horizon * f for f in finals]
+                entry |= {"final_return": returns, "mean_return": float(np.mean(returns)),
+                          "std_return": float(np.std(returns))}  # fmt: skip
+                if exp.target_return is not None:
+                    entry["target_return"] = exp.target_return
+                    entry["steps_to_target"] = [
+                        first_crossing(s, horizon, exp.target_return) for s in seeds
+                    ]
             if "final_theta" in seeds[0]:
                 entry["final_theta"] = [s["final_theta"] for s in seeds]
             out[label(variant, kind)] = entry
@@ -149,6 +231,8 @@ def plot(name: str, result: dict, out_dir: pathlib.Path, names: dict[str, str]) 
     import matplotlib.pyplot as plt
 
     exp: Comparison = result["experiment"]
+    if exp.y_axis == "return":
+        return _plot_returns(name, result, out_dir, names)
     rows: dict[str, list[Variant]] = {}
     for variant in exp.variants:
         rows.setdefault(variant.objective or exp.objective, []).append(variant)
@@ -191,6 +275,59 @@ def plot(name: str, result: dict, out_dir: pathlib.Path, names: dict[str, str]) 
             ax.set_ylabel("learning rate")
             ax.set_title("learned schedules", fontsize=9)
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def first_crossing(record: dict, horizon: int, target: float) -> int | None:
+    """System steps spent when a run's evaluated return (-T x the meta-objective)
+    first reaches ``target``; None if it never does."""
+    returns = -horizon * np.asarray(record["meta_objective"])
+    reached = np.flatnonzero(returns >= target)
+    if reached.size == 0:
+        return None
+    return int(record["steps"][reached[0]] * record["system_steps"])
+
+
+def _plot_returns(
+    name: str, result: dict, out_dir: pathlib.Path, names: dict[str, str]
+) -> pathlib.Path:
+    """One panel: the mean return (-T x the meta-objective) against system steps
+    spent, a colour per variant and estimator: each initialisation a thin line,
+    their mean a thick one (equal budgets: the same evaluation steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exp: Comparison = result["experiment"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colour = 0
+    for variant in exp.variants:
+        horizon = result["systems"][variant.label].horizon
+        for kind, seeds in result["runs"][variant.label].items():
+            shown = variant.label or names.get(kind, kind)
+            if exp.learning_rates:
+                shown += f" (learning rate {seeds[0]['learning_rate']:g})"
+            x = np.asarray(seeds[0]["steps"]) * seeds[0]["system_steps"]
+            ys = -horizon * np.asarray([s["meta_objective"] for s in seeds])
+            for y in ys:  # each initialisation thin, their mean thick
+                ax.plot(x, y, color=f"C{colour}", lw=0.7, alpha=0.35)
+            ax.plot(x, ys.mean(axis=0), color=f"C{colour}", lw=2.0, label=shown)
+            colour += 1
+    if exp.target_return is not None:
+        ax.axhline(exp.target_return, color="k", lw=0.8, ls=":")
+    system = next(iter(result["systems"].values()))
+    ax.set_xlabel("environment steps" if hasattr(system, "env") else "system steps")
+    ax.set_ylabel(f"mean return over T = {system.horizon} (fixed initial states)", fontsize=9)
+    seeds_note = f", {exp.seeds} initialisations each" if exp.seeds > 1 else ""
+    title = f"{name.replace('_', ' ')}: equal budgets{seeds_note}, thick: their mean"
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=110)

@@ -15,6 +15,9 @@ compiled scan (``meta_train.training.scan_loop``). Drawn as PNG:
   T = 5000, meta-trained on the validation loss and on the validation error
   (no gradient) at K = 10 and 100: the whole-horizon objective against outer
   step, and the learned schedules (both ``evaluation.estimator_comparison``);
+* ``control_pes_vs_es.png``: a policy on Pendulum meta-trained by PES with
+  partial unrolls, ES on whole episodes and truncated ES at equal budgets of
+  environment steps: mean return against environment steps;
 * ``char_rnn_variance.png``: the total variance of PES, NRES and truncated ES
   estimates for a character-level RNN against the number of unrolls
   (``evaluation.variance``).
@@ -110,6 +113,25 @@ COMPARISONS = {
             for k, steps, lr in ((10, 1500, 0.002), (100, 150, 0.02))
         ),
         eval_every=50,
+    ),
+    # Equal budgets of environment steps, each estimator at its best outer learning
+    # rate of a grid (the summary keeps every rate's final return).
+    "control_pes_vs_es": Comparison(
+        "control",
+        variants=(
+            Variant("PES, K = 10", ("estimator.trunc_len=10",), ("pes",)),
+            Variant("PES, K = 50", ("estimator.trunc_len=50",), ("pes",)),
+            Variant("ES, whole episodes (K = T)", (), ("full_es",)),
+            Variant("truncated ES, K = 10", ("estimator.trunc_len=10",), ("truncated_es",)),
+            Variant("truncated ES, K = 50", ("estimator.trunc_len=50",), ("truncated_es",)),
+        ),
+        seeds=5,
+        eval_every=20,  # evaluations per run (a budget)
+        eval_seeds=8,
+        budget=7_680_000,  # 300 whole-episode ES steps: 32 particles x 4 environments x 200
+        learning_rates=(0.01, 0.03, 0.1, 0.3),
+        y_axis="return",
+        target_return=-200.0,  # swung up and held: the best policies reach about -140
     ),
 }
 VARIANCE_STUDIES = {"char_rnn_variance": variance.VarianceStudy("char_rnn")}

@@ -6,7 +6,9 @@
 
 To be meta-trained by ``lopt meta-train`` (``MetaTrainableSystem``) a system
 also says where theta starts, ``system.init_theta(key) -> theta``, and may set
-``eval_horizon`` (steps of the evaluation episodes, default ``horizon``).
+``eval_horizon`` (steps of the evaluation episodes, default ``horizon``) and
+``loss_name`` (what the mean of ``L_t`` is called in the run's log, default
+"mean inner loss").
 
 Systems are registered pytrees (arrays as leaves, configuration static) so an
 estimator holding one can be passed into ``jit`` as an argument. See

@@ -172,13 +172,14 @@ def train(
         )
         spent = metrics_log.elapsed  # before this process: a resumed run counts from step 0
         evaluate_theta = _evaluator(eval_system, tc.eval_seeds)
+        loss_name = getattr(eval_system, "loss_name", "mean inner loss")
 
         start_step = int(state.step)
         eval_before = None
         if start_step == 0:
             eval_before = evaluate_theta(state.theta)
             metrics_log.write({"step": 0, **eval_before})
-            log(f"eval at step 0: mean inner loss {eval_before['eval_loss']:.4f}")
+            log(f"eval at step 0: {loss_name} {eval_before['eval_loss']:.4f}")
 
         step_estimator, state, shardings, num_devices = distribute(estimator, state)
         if num_devices > 1:
@@ -233,7 +234,7 @@ def train(
                     log(f"warning: report.png not drawn ({e}); `lopt report {run_dir}` draws it")
         seconds = now() - t_start
         log(
-            f"eval at step {int(state.step)}: mean inner loss {eval_after['eval_loss']:.4f}"
+            f"eval at step {int(state.step)}: {loss_name} {eval_after['eval_loss']:.4f}"
             + (f" (was {eval_before['eval_loss']:.4f} at step 0)" if eval_before else "")
         )
         if health.summary():
