@@ -146,6 +146,29 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
     assert "learned speedup" in text and "tuned Adam on" in text and "| 40 |" in text
     assert "diverged on 0;" in text and "median speedup" in text
 
+    # The baselines again from eval.json: all four reused where nothing changed, and
+    # least squares run afresh when its steps change.
+    earlier = json.loads((tmp_path / "eval.json").read_text())
+    again = held_out.evaluate_suite(
+        specs, {"learned": (lopt, theta)}, steps=20, seeds=2, val_points=4,
+        long_steps={regression.name: 40}, reuse=earlier,
+    )  # fmt: skip
+    assert again["reused"] == 4
+    for name, rec in again["tasks"].items():
+        assert rec["optimizers"]["adam"] == earlier["tasks"][name]["optimizers"]["adam"]
+        assert rec["optimizers"]["learned"]["speedup_over_adam"] == pytest.approx(
+            earlier["tasks"][name]["optimizers"]["learned"]["speedup_over_adam"]
+        )
+    changed = held_out.evaluate_suite(
+        {regression.name: regression}, {"learned": (lopt, theta)}, steps=20, seeds=2,
+        val_points=4, long_steps={regression.name: 30}, reuse=earlier,
+    )  # fmt: skip
+    assert changed["reused"] == 0
+    # 30 steps are 4 validation blocks of 7 and 2 more: all 30 run, the last measured.
+    rec = changed["tasks"][regression.name]["optimizers"]["adam"]
+    assert rec["val_steps"] == [7, 14, 21, 28, 30] and rec["curve_steps"][-1] == 30
+    assert held_out.reusable_baseline(earlier, regression.name, ls, "adam", 3, 4) is None
+
 
 def test_cli_export_and_eval(full_run, tmp_path):
     proc = _lopt("export", "--run", str(full_run.run_dir), "--out", str(tmp_path / "opt"))
@@ -175,6 +198,11 @@ def test_cli_export_and_eval(full_run, tmp_path):
         "pes": str(tmp_path / "opt"),
         "default_mlp": "default_mlp",
     }
+    proc = _lopt("eval", "--optimizer", "default_mlp", "--tasks", "tiny", "--steps", "20",
+                 "--seeds", "2", "--baselines", str(tmp_path / "ev" / "eval.json"),
+                 "--out", str(tmp_path / "ev2"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"reused 2 of 2 tuned baseline runs from {tmp_path / 'ev' / 'eval.json'}" in proc.stdout
     proc = _lopt("eval", "--optimizer", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no such artifact" in proc.stderr
     assert "shipped: default_mlp" in proc.stderr

@@ -8,6 +8,7 @@ prints as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -126,6 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sources = _named_optimizers(args.optimizer, reserved=held_out.BASELINE_GRIDS)
     optimizers = {name: resolve_optimizer(path) for name, path in sources.items()}
     specs = {s.name: s for s in HELD_OUT_SUITES[args.tasks]}
+    earlier = _earlier_eval(args.baselines) if args.baselines else None
     total = len(specs) * (len(optimizers) + len(held_out.BASELINE_GRIDS))
     with tqdm(total=total, desc="eval", file=sys.stderr, disable=args.no_progress) as bar:
 
@@ -141,14 +143,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             long_steps={name: args.long_steps for name in long_runs},
             progress=progress,
+            reuse=earlier,
         )
     results["optimizers"] = sources
     results["suite"] = args.tasks
     out = pathlib.Path(args.out or pathlib.Path("runs") / "eval")
     pngs = held_out.write_outputs(results, out)
     print(held_out.table(results))
+    if earlier is not None:
+        runs = len(specs) * len(held_out.BASELINE_GRIDS)
+        print(f"reused {results['reused']} of {runs} tuned baseline runs from {args.baselines}")
     print(f"wrote {out / 'eval.json'} and {len(pngs)} plots")
     return 0
+
+
+def _earlier_eval(path: str) -> dict:
+    """An earlier evaluation's results (``--baselines``), read as JSON, never pickle."""
+    try:
+        earlier = json.loads(pathlib.Path(path).read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"--baselines {path}: not an eval.json of `lopt eval` ({e})") from None
+    if not isinstance(earlier, dict) or "tasks" not in earlier:
+        raise ConfigError(f"--baselines {path}: not an eval.json of `lopt eval` (no tasks)")
+    return earlier
 
 
 def _named_optimizers(values: list[str], reserved) -> dict[str, str]:

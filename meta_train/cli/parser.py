@@ -113,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
         help="run the suite's long tasks (`generalization`: 3 of them) to N steps",
     )
     ev.add_argument("--seeds", type=_count(1), default=4)
+    ev.add_argument(
+        "--baselines",
+        metavar="EVAL_JSON",
+        help="reuse the tuned Adam and SGD-momentum runs of an earlier `lopt eval` (its "
+        "eval.json) for every task run the same way (spec, steps, seeds); the rest are run",
+    )
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=commands.cmd_eval)

@@ -14,6 +14,11 @@ and mean losses, validation and test accuracy, seconds per step (compiled
 run time, all seeds together, compilation excluded) and the seeds that
 diverged (``diverged_seeds``). Each learned optimizer also gets its speedup
 over tuned Adam (``speedup``).
+
+The tuned baselines of an earlier evaluation can be reused (``reuse``: its
+``eval.json``) for every task whose spec, steps, seeds, validation points and
+learning-rate grid match: they are deterministic given those, and they are
+most of an evaluation's time.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ def _eval_examples(task: EvaluableTask, split: str):
     return jax.tree.map(lambda a: a[:MAX_EVAL_EXAMPLES], task.eval_set(split))
 
 
+def _validation_steps(num_steps: int, val_points: int) -> list[int]:
+    """The steps after which the validation loss is measured: every ``block`` steps
+    and after the last step."""
+    block = max(1, num_steps // val_points)
+    steps = list(range(block, num_steps + 1, block))
+    return steps if steps[-1] == num_steps else [*steps, num_steps]
+
+
 def _curves_fn(
     task: EvaluableTask, lopt: LearnedOptimizer, num_seeds: int, num_steps: int, val_points: int
 ):
@@ -65,19 +78,24 @@ def _curves_fn(
             state, losses = jax.lax.scan(step, state, keys)
             return state, (losses, task.loss(state.params, val_set))
 
-        keys = jax.random.split(k_steps, blocks * block).reshape(blocks, block, -1)
+        keys = jax.random.split(k_steps, num_steps)
         state = init_inner(task, lopt, theta, k_init)
-        state, (train, val) = jax.lax.scan(run_block, state, keys)
-        out = {"train_loss": train.reshape(-1), "val_loss": val}
+        state, (train, val) = jax.lax.scan(
+            run_block, state, keys[: blocks * block].reshape(blocks, block, -1)
+        )
+        train, val = train.reshape(-1), val
+        if num_steps > blocks * block:  # the steps past the last whole block
+            state, (rest, last) = run_block(state, keys[blocks * block :])
+            train, val = jnp.concatenate([train, rest]), jnp.append(val, last)
+        out = {"train_loss": train, "val_loss": val}
         if accuracy is not None:
             out["val_accuracy"] = accuracy(state.params, val_set)
             out["test_accuracy"] = accuracy(state.params, test_set)
         return out
 
     seeds = jax.random.split(jax.random.PRNGKey(0), num_seeds)  # same seeds for every optimizer
-    return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds)), block * np.arange(
-        1, blocks + 1
-    )
+    curves = jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(seeds))
+    return curves, np.asarray(_validation_steps(num_steps, val_points))
 
 
 def run_optimizer(
@@ -172,6 +190,27 @@ def speedup(
     return Speedup(max(adam_steps) / steps, True)
 
 
+def reusable_baseline(
+    earlier: dict | None, task_name: str, record: dict, name: str, seeds: int, val_points: int
+) -> dict | None:
+    """Baseline ``name``'s record for ``task_name`` from an earlier evaluation's
+    results, if it was run exactly as it would be now (module doc); else None."""
+    if not earlier or earlier.get("seeds") != seeds:
+        return None
+    old = earlier.get("tasks", {}).get(task_name)
+    if not isinstance(old, dict) or old.get("steps") != record["steps"]:
+        return None
+    if old.get("spec") != json.loads(json.dumps(record["spec"])):
+        return None
+    found = old.get("optimizers", {}).get(name)
+    grid = [f"{lr:.3g}" for lr in BASELINE_GRIDS[name][1]]
+    if not isinstance(found, dict) or list(found.get("sweep", {})) != grid:
+        return None
+    if found.get("val_steps") != _validation_steps(record["steps"], val_points):
+        return None
+    return found
+
+
 def evaluate_suite(
     specs: dict[str, TaskSpec],
     optimizers: dict[str, tuple[Any, Any]],
@@ -181,10 +220,13 @@ def evaluate_suite(
     val_points: int = 20,
     long_steps: dict[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
+    reuse: dict | None = None,
 ) -> dict:
     """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added
-    tuned. ``long_steps`` maps a task's name to its own step count."""
-    results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}}
+    tuned (or taken from ``reuse``, an earlier evaluation's results, where they
+    match: ``results["reused"]`` counts them). ``long_steps`` maps a task's name
+    to its own step count."""
+    results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}, "reused": 0}
     for task_name, spec in specs.items():
         task = spec.build()
         n = (long_steps or {}).get(task_name, steps)
@@ -200,6 +242,13 @@ def evaluate_suite(
             if progress:
                 progress(f"{task_name}: {name}")
         for name, (base, grid) in BASELINE_GRIDS.items():
+            cached = reusable_baseline(reuse, task_name, record, name, seeds, val_points)
+            if cached is not None:
+                record["optimizers"][name] = cached
+                results["reused"] += 1
+                if progress:
+                    progress(f"{task_name}: {name} (reused)")
+                continue
             thetas = {"log_lr": jnp.log(jnp.asarray(grid, jnp.float32))}
             out, sec, vs = run_optimizer(task, base, thetas, seeds, n, val_points)
             final_val = np.nan_to_num(out["val_loss"][:, :, -1].mean(1), nan=np.inf)
