@@ -275,8 +275,13 @@ def plot(name: str, result: dict, out_dir: pathlib.Path, names: dict[str, str]) 
             ax.set_ylabel("learning rate")
             ax.set_title("learned schedules", fontsize=9)
             ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"{name}.png")
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -328,8 +333,4 @@ def _plot_returns(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out_dir / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / f"{name}.png")
