@@ -270,7 +270,7 @@ def _char_rnn(config: Config) -> CharRNNSystem:
             f"task.hidden_sizes: char_rnn has one hidden layer, got {list(cfg.hidden_sizes)}"
         )
     try:
-        corpus = load_corpus(cfg.corpus)
+        corpus = load_corpus(cfg.corpus, cfg.data_dir or None)
     except DatasetError as e:
         raise ConfigError(f"task.corpus: {e}") from e
     return CharRNNSystem(

@@ -58,7 +58,8 @@ class TaskConfig:
     schedule: str = "inverse_time"
     # lr_schedule_mlp: L_t is the "loss" or the error rate 1 - "accuracy" on a fresh batch
     meta_objective: str = "loss"
-    # char_rnn: the text (tasks.text: tiny_shakespeare_embedded ships with the package)
+    # char_rnn: the text (tasks.text: tiny_shakespeare_embedded ships with the package;
+    # tfds's tiny_shakespeare once prepared, read from data_dir)
     corpus: str = "tiny_shakespeare_embedded"
     # control: a gymnax environment with continuous actions (tasks.control; the optional
     # extra `pip install 'lopt-pes[control]'`); hidden_sizes is the policy's, batch_size

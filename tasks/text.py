@@ -7,6 +7,9 @@ split, the rest validation (contiguous: no sentence straddles the two).
 ``tiny_shakespeare_embedded`` ships inside this package
 (``tasks/data/tiny_shakespeare.txt.xz``, public domain, see
 ``tasks/data/LICENSE.tiny_shakespeare``), so the RNN experiments run offline.
+Corpora of tensorflow-datasets (``tfds_data.TEXT_SOURCES``: ``tiny_shakespeare``)
+are read once prepared (``lopt prepare NAME``), with tfds's own train and
+validation splits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tasks import tfds_data
 from tasks.datasets import DATA_DIR, DatasetError
 
 VALIDATION_FRACTION = 0.1
@@ -51,19 +55,37 @@ class Corpus:
 
 
 def corpus_from_text(name: str, text: str) -> Corpus:
-    vocab = "".join(sorted(set(text)))
+    """A corpus of one text, split contiguously (module doc)."""
+    cut = int(len(text) * (1 - VALIDATION_FRACTION))
+    return corpus_from_splits(name, text[:cut], text[cut:])
+
+
+def corpus_from_splits(name: str, train: str, validation: str) -> Corpus:
+    """A corpus of given train and validation texts, over the characters of both."""
+    vocab = "".join(sorted(set(train) | set(validation)))
     lookup = np.zeros(max(map(ord, vocab)) + 1, np.int32)
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)
-    codes = lookup[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
-    cut = int(len(codes) * (1 - VALIDATION_FRACTION))
-    return Corpus(name, vocab, jnp.asarray(codes[:cut]), jnp.asarray(codes[cut:]))
+
+    def codes(text: str) -> jax.Array:
+        return jnp.asarray(lookup[np.frombuffer(text.encode("utf-32-le"), np.uint32)])
+
+    return Corpus(name, vocab, codes(train), codes(validation))
 
 
 @functools.cache
-def load_corpus(name: str) -> Corpus:
-    """A shipped corpus by name; an unknown name raises ``DatasetError`` naming the valid ones."""
+def load_corpus(name: str, data_dir: str | None = None) -> Corpus:
+    """A corpus by name: shipped, or a prepared tfds corpus (in ``data_dir``, else
+    ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). An unknown or unprepared one
+    raises ``DatasetError`` naming the valid ones or how to prepare it."""
+    if name in tfds_data.TEXT_SOURCES:
+        return corpus_from_splits(
+            name,
+            tfds_data.read_text(name, "train", data_dir),
+            tfds_data.read_text(name, "validation", data_dir),
+        )
     if name not in EMBEDDED_CORPORA:
-        raise DatasetError(f"unknown corpus {name!r}; shipped: {', '.join(EMBEDDED_CORPORA)}")
+        valid = ", ".join([*EMBEDDED_CORPORA, *tfds_data.TEXT_SOURCES])
+        raise DatasetError(f"unknown corpus {name!r}; available: {valid}")
     path = EMBEDDED_CORPORA[name]
     try:
         text = lzma.decompress(path.read_bytes()).decode("utf-8")

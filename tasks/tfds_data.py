@@ -1,4 +1,4 @@
-"""Image datasets read through tensorflow-datasets, without TensorFlow.
+"""Image datasets and text corpora read through tensorflow-datasets, without TensorFlow.
 
 Reading uses ``tfds.data_source`` (random access to data prepared in the
 ``array_record`` format; images decoded by pillow), so TensorFlow is not needed
@@ -60,6 +60,14 @@ SOURCES = {
         "svhn_cropped", ("train", "test"), "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
     ),
 }
+# Character-level corpora (tasks.text): one text feature per example.
+TEXT_SOURCES = {
+    "tiny_shakespeare": TFDSSource(
+        "tiny_shakespeare",
+        ("train", "validation", "test"),
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    ),
+}
 REACH_TIMEOUT_S = 3.0
 
 
@@ -71,9 +79,10 @@ def data_dir_of(data_dir: str | os.PathLike | None) -> pathlib.Path:
 
 
 def _source(name: str) -> TFDSSource:
-    if name not in SOURCES:
-        raise DatasetError(f"unknown tfds dataset {name!r}; available: {', '.join(SOURCES)}")
-    return SOURCES[name]
+    known = SOURCES | TEXT_SOURCES
+    if name not in known:
+        raise DatasetError(f"unknown tfds dataset {name!r}; available: {', '.join(known)}")
+    return known[name]
 
 
 def prepared_version_dir(
@@ -180,6 +189,28 @@ def read_split(
     return images, labels
 
 
+def read_text(name: str, split: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The text of a prepared tfds corpus split (its examples' ``text``, joined)."""
+    root = data_dir_of(data_dir)
+    version_dir = prepared_version_dir(name, root)
+    if version_dir is None:
+        raise _not_prepared(name, root)
+    try:
+        import tensorflow_datasets as tfds
+
+        source = tfds.data_source(
+            _source(name).tfds_name, split=split, data_dir=str(root), download=False
+        )
+        records = source.__getitems__(list(range(len(source))))
+        texts = [r["text"] for r in records]
+        return "".join(t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts)
+    except Exception as e:  # tfds reports a damaged or partial preparation in many ways
+        raise DatasetError(
+            f"corpus {name!r}: could not read split {split!r} from "
+            f"{version_dir}: {type(e).__name__}: {e}"
+        ) from None
+
+
 def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
     """Whether ``url`` answers an HTTP HEAD request within ``timeout`` seconds in all.
 
@@ -252,16 +283,10 @@ def write_prepared(
     and for tests and benchmarks on fabricated data of the real shapes.
     """
     import PIL.Image
-    import tensorflow_datasets as tfds
 
-    src = _source(name)
-    root = data_dir_of(data_dir)
-    registered = tfds.builder(src.tfds_name, data_dir=str(root))
-    features = registered.info.features
-    image_shape = features["image"].shape
-
-    def examples(split):
+    def examples(split, features):
         images, labels = splits[split]
+        image_shape = features["image"].shape
         if tuple(images.shape[1:]) != tuple(image_shape) or images.dtype != np.uint8:
             raise ValueError(
                 f"{name} {split}: images must be uint8 {image_shape}, "
@@ -276,13 +301,39 @@ def write_prepared(
                 example["id"] = f"{split}_{i:05d}"
             yield i, example
 
+    return _write(name, tuple(splits), examples, data_dir, ("image", "label"))
+
+
+def write_prepared_text(
+    name: str, splits: dict[str, str], data_dir: str | os.PathLike | None = None
+) -> pathlib.Path:
+    """``write_prepared`` for a corpus: each split's text as one example, as tfds has it."""
+
+    def examples(split, features):
+        del features
+        yield 0, {"text": splits[split]}
+
+    return _write(name, tuple(splits), examples, data_dir, None)
+
+
+def _write(name, splits, examples, data_dir, supervised_keys) -> pathlib.Path:
+    """Prepare ``name`` in tfds's array_record format from ``examples(split, features)``,
+    an iterator of ``(key, example)``, under the registered builder's name, version
+    and features."""
+    import tensorflow_datasets as tfds
+
+    src = _source(name)
+    root = data_dir_of(data_dir)
+    registered = tfds.builder(src.tfds_name, data_dir=str(root))
+    features = registered.info.features
+
     # tfds's registration keyword is its metaclass's, which mypy cannot see.
     class Writer(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
         VERSION = registered.version
 
         def _info(self):
             return tfds.core.DatasetInfo(
-                builder=self, features=features, supervised_keys=("image", "label")
+                builder=self, features=features, supervised_keys=supervised_keys
             )
 
         def _split_generators(self, dl_manager):
@@ -290,7 +341,7 @@ def write_prepared(
             return {split: self._generate_examples(split) for split in splits}
 
         def _generate_examples(self, split):
-            return examples(split)
+            return examples(split, features)
 
     Writer.name = src.tfds_name
     writer = Writer(data_dir=str(root), file_format="array_record")

@@ -80,8 +80,35 @@ def test_variance_study_on_a_short_horizon():
 
 
 def test_an_unknown_corpus_is_one_line():
-    with pytest.raises(ConfigError, match="task.corpus: unknown corpus 'ptb'; shipped: tiny_"):
+    with pytest.raises(
+        ConfigError,
+        match="task.corpus: unknown corpus 'ptb'; available: tiny_shakespeare_embedded, tiny_sh",
+    ):
         build_system(_config("task.corpus=ptb"))
     proc = _lopt("meta-train", "--config", "char_rnn", "--set", "task.corpus=ptb", "--out", "x")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "unknown corpus 'ptb'" in proc.stderr
+
+
+def test_a_prepared_tfds_corpus(tmp_path):
+    """tfds's tiny_shakespeare, prepared locally from the shipped text (a genuine tfds
+    preparation, tfds_data.write_prepared_text): its own splits, readable offline."""
+    from tasks import tfds_data
+
+    shipped = load_corpus("tiny_shakespeare_embedded")
+    text = shipped.decode(shipped.train[:3000])
+    splits = {"train": text[:2000], "validation": text[2000:2600], "test": text[2600:]}
+    tfds_data.write_prepared_text("tiny_shakespeare", splits, tmp_path)
+    corpus = load_corpus("tiny_shakespeare", str(tmp_path))
+    assert corpus.decode(corpus.train) == splits["train"]
+    assert corpus.decode(corpus.validation) == splits["validation"]
+    assert corpus.vocab == "".join(sorted(set(splits["train"]) | set(splits["validation"])))
+    config = _config("task.corpus=tiny_shakespeare", f"task.data_dir={tmp_path}")
+    system, traj = scan_loop.run(config)
+    assert system.corpus.vocab == corpus.vocab
+    assert np.all(np.isfinite(np.asarray(traj.meta_losses)))
+    proc = _lopt("list", "--data-dir", str(tmp_path))
+    assert "tiny_shakespeare: tfds, prepared in" in proc.stdout
+    missing = tmp_path / "elsewhere"
+    with pytest.raises(ConfigError, match="lopt prepare tiny_shakespeare"):
+        build_system(_config("task.corpus=tiny_shakespeare", f"task.data_dir={missing}"))

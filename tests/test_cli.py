@@ -168,7 +168,8 @@ def test_list_shows_configs_datasets_and_suites(tmp_path):
     for word in ("default, family, family_long, generalist, influence_balancing",
                  "shipped optimizers: default_mlp", "fashion_mnist", "held-out", "generalization:",
                  "estimator.num_particles", "family.num_buckets",
-                 "corpora (task.corpus): tiny_shakespeare_embedded",
+                 "corpora (task.corpus):\n  tiny_shakespeare_embedded: embedded, ready",
+                 "tiny_shakespeare: tfds, not prepared",
                  "environments (task.env, ready): Pendulum-v1"):  # fmt: skip
         assert word in proc.stdout
 

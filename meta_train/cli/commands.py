@@ -237,10 +237,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("held-out task suites:")
     for name, specs in HELD_OUT_SUITES.items():
         print(f"  {name}: " + ", ".join(s.name for s in specs))
+    from tasks import tfds_data
     from tasks.control import CONTINUOUS_ENVS, INSTALL, control_extra_installed
     from tasks.text import EMBEDDED_CORPORA
 
-    print("corpora (task.corpus): " + ", ".join(EMBEDDED_CORPORA))
+    print("corpora (task.corpus):")
+    for name in EMBEDDED_CORPORA:
+        print(f"  {name}: embedded, ready")
+    root = tfds_data.data_dir_of(None)
+    for name in tfds_data.TEXT_SOURCES:
+        found = tfds_data.prepared_version_dir(name, root)
+        where = f"prepared in {found}" if found else f"not prepared in {root} (lopt prepare {name})"
+        print(f"  {name}: tfds, {where}")
     ready = "ready" if control_extra_installed() else f"needs the control extra: {INSTALL}"
     print(f"environments (task.env, {ready}): " + ", ".join(CONTINUOUS_ENVS))
     print("shipped optimizers: " + (", ".join(resources.optimizer_names()) or "none"))
