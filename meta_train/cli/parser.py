@@ -140,9 +140,10 @@ def parser() -> argparse.ArgumentParser:
     fg.set_defaults(func=commands.cmd_figures)
     pr = sub.add_parser(
         "prepare",
-        help="download and prepare a tfds dataset (needs internet and the [prepare] extra)",
+        help="download and prepare a tfds dataset or corpus (needs internet and the [prepare] "
+        "extra)",
     )
-    pr.add_argument("name", help="mnist, fashion_mnist, cifar10 or svhn")
+    pr.add_argument("name", help="mnist, fashion_mnist, cifar10, svhn or tiny_shakespeare")
     pr.set_defaults(func=commands.cmd_prepare)
     ls = sub.add_parser("list", help="configs, datasets, task suites, optimizers")
     ls.set_defaults(func=commands.cmd_list)
