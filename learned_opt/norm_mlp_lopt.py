@@ -25,7 +25,12 @@ the first layer as a bias. The MLP (shared by all entries) gives a direction
 
 so each tensor moves by RMS ``step_mult * exp(s)``, where ``s`` is a learned
 linear function of the time features (zero at initialisation): a learned
-step-size schedule.
+step-size schedule. With ``adaptive_step`` ``s`` also takes a learned linear
+function of per-tensor statistics that do not depend on the task's scale: the
+cosine between the gradient and each momentum (agreement says "go faster",
+oscillation "slow down", as hypergradient and sign-agreement rules do) and the
+tensor's fan-in as ``log(rows) / log(1024)`` (wider layers want smaller
+entrywise steps), so the rule can set its step size per task and per tensor.
 
 With ``adam_1d`` (the default) leaves with fewer than 2 dimensions (biases,
 norm scales) are updated by Adam instead, with ``b1 = momentum_decays[0]``,
@@ -71,6 +76,16 @@ class NormMLPLOptState(NamedTuple):
     step: jax.Array  # int32 scalar: updates applied so far
 
 
+def _tensor_features(g: jax.Array, m: jax.Array) -> jax.Array:
+    """Per tensor (``g``: (rows, cols), ``m``: (rows, cols, k)): the cosine between
+    the gradient and each momentum, and ``log(rows) / log(1024)``; invariant to the
+    scale of the task's parameters, gradients and loss."""
+    dots = jnp.einsum("rc,rck->k", g, m)
+    norms = jnp.sqrt(jnp.sum(jnp.square(g)) * jnp.sum(jnp.square(m), axis=(0, 1)) + _EPS)
+    fan_in = jnp.log(jnp.float32(g.shape[0])) / jnp.log(1024.0)
+    return jnp.append(dots / norms, fan_in)
+
+
 def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 0:
         return 1, 1
@@ -87,6 +102,7 @@ class NormMLPLOpt:
     step_mult: float = 1e-3
     adam_1d: bool = True
     learning_rate: float = 1e-3  # Adam's, for leaves with fewer than 2 dimensions
+    adaptive_step: bool = False  # the step size also sees per-tensor statistics
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
@@ -113,12 +129,19 @@ class NormMLPLOpt:
             h = jax.nn.relu(hk.Linear(size)(h))
         return hk.Linear(1, name="out")(h)[:, 0]
 
-    def _log_step_scale(self, time_features: jax.Array) -> jax.Array:
+    def _log_step_scale(self, time_features: jax.Array, tensor_features: jax.Array) -> jax.Array:
         w = hk.get_parameter("w_schedule", (time_features.shape[-1],), jnp.float32, jnp.zeros)
-        return time_features @ w
+        log_step = time_features @ w
+        if self.adaptive_step:
+            shape = (tensor_features.shape[-1],)
+            log_step += tensor_features @ hk.get_parameter(
+                "w_tensor", shape, jnp.float32, jnp.zeros
+            )
+        return log_step
 
-    def _both(self, rows, time_features, row_scale):
-        return self._forward(rows, time_features, row_scale), self._log_step_scale(time_features)
+    def _both(self, rows, time_features, row_scale, tensor_features):
+        direction = self._forward(rows, time_features, row_scale)
+        return direction, self._log_step_scale(time_features, tensor_features)
 
     @property
     def _net(self) -> hk.Transformed:
@@ -128,7 +151,11 @@ class NormMLPLOpt:
     def init_meta(self, key: jax.Array) -> dict:
         rows = jnp.zeros((1, self.num_features), jnp.float32)
         return self._net.init(
-            key, rows, jnp.zeros((len(TIMESCALES),)), jnp.ones((self.num_features,))
+            key,
+            rows,
+            jnp.zeros((len(TIMESCALES),)),
+            jnp.ones((self.num_features,)),
+            jnp.zeros((len(self.momentum_decays) + 1,)),
         )
 
     def init(self, theta: dict, params) -> NormMLPLOptState:
@@ -200,14 +227,17 @@ class NormMLPLOpt:
         )
         feats, scale = jnp.concatenate(columns, axis=1), _inverse_rms(*columns)
         with jax.named_scope("mlp"):
-            d, log_step = self._net.apply(theta, feats, time_features, scale)
+            d, log_step = self._net.apply(
+                theta, feats, time_features, scale, _tensor_features(g, m)
+            )
         d = d * jax.lax.rsqrt(jnp.mean(jnp.square(d)) + 1e-12)
         return -self.step_mult * jnp.exp(log_step) * d
 
     def num_theta(self) -> int:
         sizes = (self.num_features, *self.hidden_sizes, 1)
         body = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        return body + (self.hidden_sizes[0] + 1) * len(TIMESCALES)
+        adaptive = len(self.momentum_decays) + 1 if self.adaptive_step else 0
+        return body + (self.hidden_sizes[0] + 1) * len(TIMESCALES) + adaptive
 
     def flops_per_param(self) -> int:
         sizes = (self.num_features, *self.hidden_sizes, 1)

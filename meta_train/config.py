@@ -102,6 +102,9 @@ class LOptConfig:
     momentum_decays: tuple[float, ...] = (0.9, 0.99)  # norm_mlp
     rms_decay: float = 0.999  # norm_mlp: of the factored second moments
     adam_1d: bool = True  # norm_mlp: leaves with < 2 dimensions are updated by Adam
+    # norm_mlp: the step size also sees per-tensor statistics (gradient-momentum
+    # cosines, fan-in), not only the step count
+    adaptive_step: bool = False
     # baselines' initial learning rate; norm_mlp: Adam's, for the 1-D leaves
     learning_rate: float = 1e-3
 

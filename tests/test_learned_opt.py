@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from learned_opt import SGDM, Adam, MLPLOpt, as_optax, mlp_lopt
+from learned_opt import SGDM, Adam, MLPLOpt, NormMLPLOpt, as_optax, mlp_lopt
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,30 @@ def test_init_meta_draws_weights_as_haiku_would():
     assert abs(z.mean()) < 4 * 0.88 / np.sqrt(z.size)
     # The leaves are cut from one draw, not copies of each other.
     assert len(np.unique(np.round(z, 6))) > 0.99 * z.size
+
+
+def test_adaptive_step_follows_its_tensor_features_and_not_the_gradient_scale():
+    """NormMLPLOpt(adaptive_step=True): each tensor's update RMS is
+    step_mult * exp(w_tensor . [cos(g, m_1), cos(g, m_2), log(rows) / log(1024)]),
+    the same for any scale of the gradient; zero w_tensor is the plain rule."""
+    lopt = NormMLPLOpt(hidden_sizes=(8,), adaptive_step=True, adam_1d=False)
+    theta = lopt.init_meta(jax.random.PRNGKey(0))
+    assert lopt.num_theta() == sum(x.size for x in jax.tree.leaves(theta))
+    theta = dict(theta)
+    (module,) = [m for m in theta if "w_tensor" in theta[m]]
+    w = jnp.array([0.5, 0.25, 2.0])
+    theta[module] = {**theta[module], "w_tensor": w}
+    params = {"w": jnp.ones((5, 3)), "v": jnp.ones((40, 2))}
+    grads = jax.tree.map(lambda p: 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+
+    def rms_after_one_step(scale):
+        state = lopt.init(theta, params)
+        g = jax.tree.map(lambda x: scale * x, grads)
+        update, _ = lopt.update(theta, state, g, params)
+        return {k: float(jnp.sqrt(jnp.mean(jnp.square(u)))) for k, u in update.items()}
+
+    # After one step every momentum is a multiple of the gradient: both cosines are 1.
+    for name, rows in (("w", 5), ("v", 40)):
+        expected = lopt.step_mult * np.exp(0.5 + 0.25 + 2.0 * np.log(rows) / np.log(1024))
+        np.testing.assert_allclose(rms_after_one_step(1.0)[name], expected, rtol=1e-4)
+        np.testing.assert_allclose(rms_after_one_step(1e4)[name], expected, rtol=1e-4)
