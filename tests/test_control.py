@@ -5,6 +5,7 @@ missing control extra."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -193,6 +194,9 @@ def test_equal_budgets_and_the_return_figure(tmp_path):
         )
     path = estimator_comparison.plot("control_pes_vs_es", result, tmp_path, figures.NAMES)
     assert path.stat().st_size > 10_000
+    tiny = dataclasses.replace(exp, budget=100)  # less than one whole-episode ES step
+    with pytest.raises(config_lib.ConfigError, match="less than one outer step"):
+        estimator_comparison._load(tiny, ROOT / "configs", [*small, "estimator.kind=full_es"])
 
 
 def test_first_crossing_of_a_constructed_curve():
