@@ -73,12 +73,7 @@ def available_datasets(data_dir: str | None = None) -> dict[str, str]:
     }
     root = tfds_data.data_dir_of(data_dir)
     for name in tfds_data.SOURCES:
-        found = tfds_data.prepared_version_dir(name, root)
-        out[name] = (
-            f"tfds, prepared in {found}"
-            if found
-            else f"tfds, not prepared in {root} (lopt prepare {name})"
-        )
+        out[name] = tfds_data.preparation_status(name, root)
     return out
 
 

@@ -102,6 +102,16 @@ def prepared_version_dir(
     return max(versions, key=lambda d: tuple(int(x) for x in d.name.split(".") if x.isdigit()))
 
 
+def preparation_status(name: str, root: pathlib.Path) -> str:
+    """``lopt list``'s line for a tfds dataset or corpus: where it is prepared, or how to."""
+    found = prepared_version_dir(name, root)
+    return (
+        f"tfds, prepared in {found}"
+        if found
+        else f"tfds, not prepared in {root} (lopt prepare {name})"
+    )
+
+
 def _not_prepared(name: str, data_dir: pathlib.Path) -> DatasetError:
     src = _source(name)
     tfrecord = list((data_dir / src.tfds_name).glob("*/*.tfrecord*"))

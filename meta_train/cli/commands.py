@@ -246,9 +246,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: embedded, ready")
     root = tfds_data.data_dir_of(None)
     for name in tfds_data.TEXT_SOURCES:
-        found = tfds_data.prepared_version_dir(name, root)
-        where = f"prepared in {found}" if found else f"not prepared in {root} (lopt prepare {name})"
-        print(f"  {name}: tfds, {where}")
+        print(f"  {name}: {tfds_data.preparation_status(name, root)}")
     ready = "ready" if control_extra_installed() else f"needs the control extra: {INSTALL}"
     print(f"environments (task.env, {ready}): " + ", ".join(CONTINUOUS_ENVS))
     print("shipped optimizers: " + (", ".join(resources.optimizer_names()) or "none"))
