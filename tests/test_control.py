@@ -211,10 +211,11 @@ def test_the_shipped_comparison_spends_equal_budgets():
     spent = set()
     for variant in exp.variants:
         for kind in variant.estimators:
-            config, _ = estimator_comparison._load(
+            plan = estimator_comparison._load(
                 exp, ROOT / "configs", [*variant.overrides, f"estimator.kind={kind}"]
             )
-            spent.add(config.train.steps * estimator_comparison.steps_per_outer_step(config))
+            assert plan.system_steps == estimator_comparison.steps_per_outer_step(plan.config)
+            spent.add(plan.config.train.steps * plan.system_steps)
     assert spent == {exp.budget}
 
 

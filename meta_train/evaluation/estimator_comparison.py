@@ -27,6 +27,7 @@ import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
 from operator import itemgetter
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -101,13 +102,20 @@ def steps_per_outer_step(config: config_lib.Config) -> int:
     return estimator.steps_per_call * getattr(system, "batch_size", 1)
 
 
-def _load(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]):
-    """The run's config; with a budget, ``train.steps`` spends it."""
+class RunPlan(NamedTuple):
+    config: config_lib.Config
+    eval_every: int  # outer steps between evaluations
+    system_steps: int  # per outer step (steps_per_outer_step)
+
+
+def _load(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]) -> RunPlan:
+    """The run's config, evaluation interval and cost of an outer step; with a
+    budget, ``train.steps`` spends it."""
     path = configs_dir / f"{exp.config}.toml"
     config = config_lib.load(path, overrides)
-    if not exp.budget:
-        return config, exp.eval_every
     cost = steps_per_outer_step(config)
+    if not exp.budget:
+        return RunPlan(config, exp.eval_every, cost)
     if exp.budget < cost:
         raise config_lib.ConfigError(
             f"{exp.config}: a budget of {exp.budget} system steps is less than one outer step "
@@ -115,21 +123,21 @@ def _load(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]):
         )
     steps = exp.budget // cost
     config = config_lib.load(path, [*overrides, f"train.steps={steps}"])
-    return config, max(1, steps // exp.eval_every)
+    return RunPlan(config, max(1, steps // exp.eval_every), cost)
 
 
 def _one_run(exp: Comparison, configs_dir: pathlib.Path, overrides: list[str]):
     """``(system, record)`` of one meta-training run and its curve (``run``'s doc)."""
-    config, every = _load(exp, configs_dir, overrides)
-    system, traj = scan_loop.run(config)
-    steps, values = meta_objective_curve(system, traj.thetas, every, exp.eval_seeds)
+    plan = _load(exp, configs_dir, overrides)
+    system, traj = scan_loop.run(plan.config)
+    steps, values = meta_objective_curve(system, traj.thetas, plan.eval_every, exp.eval_seeds)
     record = {
         "steps": steps.tolist(),
         "meta_objective": values.tolist(),
         "train_meta_loss": np.asarray(traj.meta_losses).tolist(),
-        "trunc_len": config.estimator.trunc_len,
-        "system_steps": steps_per_outer_step(config),
-        "learning_rate": config.train.learning_rate,
+        "trunc_len": plan.config.estimator.trunc_len,
+        "system_steps": plan.system_steps,
+        "learning_rate": plan.config.train.learning_rate,
     }
     final = jax.tree.leaves(jax.tree.map(itemgetter(-1), traj.thetas))
     if sum(np.size(x) for x in final) <= SMALL_THETA:
