@@ -227,9 +227,9 @@ class NormMLPLOpt:
         )
         feats, scale = jnp.concatenate(columns, axis=1), _inverse_rms(*columns)
         with jax.named_scope("mlp"):
-            d, log_step = self._net.apply(
-                theta, feats, time_features, scale, _tensor_features(g, m)
-            )
+            # The plain rule's step does not read them: no per-tensor reductions for it.
+            tensor = _tensor_features(g, m) if self.adaptive_step else jnp.zeros((k + 1,))
+            d, log_step = self._net.apply(theta, feats, time_features, scale, tensor)
         d = d * jax.lax.rsqrt(jnp.mean(jnp.square(d)) + 1e-12)
         return -self.step_mult * jnp.exp(log_step) * d
 

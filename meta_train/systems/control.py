@@ -8,9 +8,9 @@ the step counter. One step acts in every environment and ``L_t`` is the mean
 over the environments of the **negative reward** of that step; an
 environment whose episode has ended (a terminal state before the horizon)
 stays there and adds 0. An episode of the system is ``horizon`` environment
-steps from fresh initial states (a horizon past the environment's own limit raises
-it), so
-``-horizon x`` (the mean of ``L_t`` over an episode) is the mean return.
+steps from fresh initial states (a horizon past the environment's own limit
+raises it), so ``-horizon x`` (the mean of ``L_t`` over an episode) is the mean
+return.
 
 Gradients reach theta through the environment's dynamics over the whole
 episode: an ES estimator on K-step truncations (truncated ES) sees only the
