@@ -48,7 +48,7 @@ def main() -> None:
         try:
 
             def run(key):
-                state = init_inner(task, opt, theta, key)
+                state = init_inner(task, opt, theta, key, args.steps)
 
                 def step(s, k):
                     return inner_step(task, opt, theta, s, task.batch(k, "train"))

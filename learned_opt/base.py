@@ -2,6 +2,9 @@
 
 * ``lopt.init_meta(key) -> theta``: the meta-parameters (a pytree of arrays);
 * ``lopt.init(theta, params) -> opt_state``: per-run state (momenta, step...);
+  a rule whose ``uses_horizon`` is true also reads the run's length,
+  ``init(theta, params, num_steps=T)`` (``HorizonAwareOptimizer``); callers that
+  know it go through ``init_for_run``, which passes it only to those;
 * ``lopt.update(theta, opt_state, grads, params, loss=None) -> (updates, opt_state)``:
   ``updates`` are *added* to ``params`` (optax convention: descent is negative).
 
@@ -36,3 +39,23 @@ class LearnedOptimizer(Protocol):
         params: Params,
         loss: jax.Array | None = None,
     ) -> tuple[Params, OptState]: ...
+
+
+@runtime_checkable
+class HorizonAwareOptimizer(LearnedOptimizer, Protocol):
+    """A rule whose state depends on how many updates the run will make."""
+
+    @property
+    def uses_horizon(self) -> bool: ...
+
+    def init(self, theta: Theta, params: Params, num_steps: int | None = None) -> OptState: ...
+
+
+def init_for_run(
+    lopt: LearnedOptimizer, theta: Theta, params: Params, num_steps: int | None
+) -> OptState:
+    """``lopt``'s state for a run of ``num_steps`` updates: the length is passed to
+    rules that read it (``uses_horizon``) and not to the others."""
+    if getattr(lopt, "uses_horizon", False):
+        return lopt.init(theta, params, num_steps=num_steps)  # type: ignore[call-arg]
+    return lopt.init(theta, params)

@@ -232,7 +232,10 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
     return lopt, theta, meta.get("card", {})
 
 
-def load_optax(path: str | pathlib.Path) -> optax.GradientTransformationExtraArgs:
-    """An exported optimizer as an optax transformation (see ``as_optax``)."""
+def load_optax(
+    path: str | pathlib.Path, num_steps: int | None = None
+) -> optax.GradientTransformationExtraArgs:
+    """An exported optimizer as an optax transformation (see ``as_optax``;
+    ``num_steps``, the run's length, is needed by a horizon-aware one)."""
     lopt, theta, _ = load(path)
-    return as_optax(lopt, theta)
+    return as_optax(lopt, theta, num_steps)

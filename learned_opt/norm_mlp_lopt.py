@@ -32,6 +32,13 @@ oscillation "slow down", as hypergradient and sign-agreement rules do) and the
 tensor's fan-in as ``log(rows) / log(1024)`` (wider layers want smaller
 entrywise steps), so the rule can set its step size per task and per tensor.
 
+With ``horizon_aware`` the rule's clock is the fraction of the run done,
+``step / num_steps`` (``num_steps``, the run's length, is given to ``init``,
+as VeLO takes it): the time features become a piecewise-linear (hat) basis over
+``RUN_FRACTION_KNOTS`` in place of the absolute ``tanh(step / timescale - 1)``,
+so the learned schedule (warm-up, decay) stretches with the run instead of being
+extrapolated past the horizons it was meta-trained at.
+
 With ``adam_1d`` (the default) leaves with fewer than 2 dimensions (biases,
 norm scales) are updated by Adam instead, with ``b1 = momentum_decays[0]``,
 ``b2 = rms_decay`` and step ``learning_rate``, as Celo2 does; the rule's
@@ -62,6 +69,24 @@ def _inverse_rms(*columns: jax.Array) -> jax.Array:
     return jax.lax.rsqrt(jnp.concatenate(mean_sq) + _EPS)
 
 
+# Knots of a horizon-aware rule's time basis, in fractions of the run: dense at the
+# start (warm-up, where the momenta are still filling) and even over the rest.
+RUN_FRACTION_KNOTS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+
+
+def run_fraction_features(step: jax.Array, num_steps: jax.Array) -> jax.Array:
+    """Hat functions of ``step / num_steps`` (clipped to [0, 1]) on
+    ``RUN_FRACTION_KNOTS``: non-negative, summing to 1, a linear function of them
+    is the linear interpolation of its values at the knots."""
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / num_steps, 0.0, 1.0)
+    knots = jnp.asarray(RUN_FRACTION_KNOTS, jnp.float32)
+    return jax.vmap(lambda y: jnp.interp(frac, knots, y))(jnp.eye(len(knots)))
+
+
+def _absolute_time_features(step: jax.Array) -> jax.Array:
+    return jnp.tanh(jnp.asarray(step, jnp.float32) / jnp.asarray(TIMESCALES, jnp.float32) - 1.0)
+
+
 _first_layer_init = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
 
 
@@ -74,6 +99,7 @@ class NormLeafState(NamedTuple):
 class NormMLPLOptState(NamedTuple):
     leaves: tuple  # one NormLeafState per leaf of params, in tree-flatten order
     step: jax.Array  # int32 scalar: updates applied so far
+    num_steps: jax.Array  # float32 scalar: the run's length (horizon_aware), else 0
 
 
 def _tensor_features(g: jax.Array, m: jax.Array) -> jax.Array:
@@ -103,6 +129,7 @@ class NormMLPLOpt:
     adam_1d: bool = True
     learning_rate: float = 1e-3  # Adam's, for leaves with fewer than 2 dimensions
     adaptive_step: bool = False  # the step size also sees per-tensor statistics
+    horizon_aware: bool = False  # the clock is step / num_steps (init needs num_steps)
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
@@ -111,6 +138,15 @@ class NormMLPLOpt:
             raise ValueError("momentum_decays: at least one decay")
         if not all(0 <= b < 1 for b in (*self.momentum_decays, self.rms_decay)):
             raise ValueError("momentum_decays and rms_decay must lie in [0, 1)")
+
+    @property
+    def uses_horizon(self) -> bool:
+        """Whether ``init`` needs the run's length (``learned_opt.base.init_for_run``)."""
+        return self.horizon_aware
+
+    @property
+    def num_time_features(self) -> int:
+        return len(RUN_FRACTION_KNOTS if self.horizon_aware else TIMESCALES)
 
     @property
     def num_features(self) -> int:
@@ -153,13 +189,20 @@ class NormMLPLOpt:
         return self._net.init(
             key,
             rows,
-            jnp.zeros((len(TIMESCALES),)),
+            jnp.zeros((self.num_time_features,)),
             jnp.ones((self.num_features,)),
             jnp.zeros((len(self.momentum_decays) + 1,)),
         )
 
-    def init(self, theta: dict, params) -> NormMLPLOptState:
+    def init(self, theta: dict, params, num_steps: int | None = None) -> NormMLPLOptState:
+        """The state of a run of ``num_steps`` updates; a horizon-aware rule needs
+        it (``ValueError`` without it), the others ignore it."""
         del theta
+        if self.horizon_aware and (num_steps is None or int(num_steps) < 1):
+            raise ValueError(
+                "this optimizer is horizon-aware: init needs num_steps, the number of "
+                f"updates the run will make (>= 1), got {num_steps!r}"
+            )
         k = len(self.momentum_decays)
 
         def leaf(p):
@@ -170,8 +213,11 @@ class NormMLPLOpt:
                 jnp.zeros((cols,), jnp.float32),
             )
 
+        horizon = float(num_steps) if self.horizon_aware else 0.0  # type: ignore[arg-type]
         return NormMLPLOptState(
-            tuple(leaf(p) for p in jax.tree.leaves(params)), jnp.zeros((), jnp.int32)
+            tuple(leaf(p) for p in jax.tree.leaves(params)),
+            jnp.zeros((), jnp.int32),
+            jnp.asarray(horizon, jnp.float32),
         )
 
     def update(
@@ -183,9 +229,10 @@ class NormMLPLOpt:
         leaves_p, treedef = jax.tree.flatten(params)
         leaves_g = treedef.flatten_up_to(grads)
         step = opt_state.step + 1
-        time_features = jnp.tanh(
-            opt_state.step.astype(jnp.float32) / jnp.asarray(TIMESCALES, jnp.float32) - 1.0
-        )
+        if self.horizon_aware:
+            time_features = run_fraction_features(opt_state.step, opt_state.num_steps)
+        else:
+            time_features = _absolute_time_features(opt_state.step)
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         b = self.rms_decay
         updates, new_leaves = [], []
@@ -203,7 +250,8 @@ class NormMLPLOpt:
             else:
                 delta = self._learned(theta, p, g32, m, r, c, time_features)
             updates.append(delta.reshape(shape).astype(jnp.result_type(p)))
-        return treedef.unflatten(updates), NormMLPLOptState(tuple(new_leaves), step)
+        new_state = NormMLPLOptState(tuple(new_leaves), step, opt_state.num_steps)
+        return treedef.unflatten(updates), new_state
 
     def _adam(self, m: jax.Array, v: jax.Array, step: jax.Array) -> jax.Array:
         t = step.astype(jnp.float32)
@@ -237,7 +285,7 @@ class NormMLPLOpt:
         sizes = (self.num_features, *self.hidden_sizes, 1)
         body = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         adaptive = len(self.momentum_decays) + 1 if self.adaptive_step else 0
-        return body + (self.hidden_sizes[0] + 1) * len(TIMESCALES) + adaptive
+        return body + (self.hidden_sizes[0] + 1) * self.num_time_features + adaptive
 
     def flops_per_param(self) -> int:
         sizes = (self.num_features, *self.hidden_sizes, 1)

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from learned_opt.base import LearnedOptimizer, Theta
+from learned_opt.base import LearnedOptimizer, Theta, init_for_run
 
 
 def check_gradient_matches(grads: Any, params: Any) -> None:
@@ -32,8 +32,14 @@ def check_gradient_matches(grads: Any, params: Any) -> None:
             )
 
 
-def as_optax(lopt: LearnedOptimizer, theta: Theta) -> optax.GradientTransformationExtraArgs:
+def as_optax(
+    lopt: LearnedOptimizer, theta: Theta, num_steps: int | None = None
+) -> optax.GradientTransformationExtraArgs:
     """Wrap ``lopt`` with meta-parameters ``theta`` as an optax transformation.
+
+    ``num_steps``: how many updates the run will make, as a schedule would be
+    told; a horizon-aware rule (``uses_horizon``) needs it (``ValueError`` here
+    without it), the others ignore it.
 
     ``update(grads, state, params, loss=...)`` needs ``params`` (the MLP learned
     optimizer uses them as a feature); ``loss`` is passed through as an extra
@@ -42,10 +48,16 @@ def as_optax(lopt: LearnedOptimizer, theta: Theta) -> optax.GradientTransformati
     naming the leaf; ``init(None)`` raises ``TypeError``.
     """
 
+    if getattr(lopt, "uses_horizon", False) and (num_steps is None or num_steps < 1):
+        raise ValueError(
+            "this optimizer is horizon-aware: pass num_steps, the number of updates "
+            f"your run will make (>= 1), got {num_steps!r}"
+        )
+
     def init_fn(params):
         if params is None:
             raise TypeError("init needs the params pytree the optimizer will update, got None")
-        return lopt.init(theta, params)
+        return init_for_run(lopt, theta, params, num_steps)
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:

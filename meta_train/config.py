@@ -105,6 +105,9 @@ class LOptConfig:
     # norm_mlp: the step size also sees per-tensor statistics (gradient-momentum
     # cosines, fan-in), not only the step count
     adaptive_step: bool = False
+    # norm_mlp: the rule's clock is the fraction of the run done (step / its length,
+    # which init, the optax export and lopt eval are then given), not the step count
+    horizon_aware: bool = False
     # baselines' initial learning rate; norm_mlp: Adam's, for the 1-D leaves
     learning_rate: float = 1e-3
 

@@ -242,3 +242,26 @@ def test_divergence_on_constructed_curves():
     val[4, 2] = np.inf
     assert diverged_seeds(train, val) == 4
     assert diverged_seeds(train[:1], val[:1]) == 0
+
+
+def test_eval_tells_a_horizon_aware_rule_the_run_length():
+    """lopt eval runs a horizon-aware rule with num_steps = the evaluation's steps:
+    a learned schedule that stops the rule after half the run freezes the
+    validation loss from there on, at any run length."""
+    from learned_opt import NormMLPLOpt
+    from learned_opt.norm_mlp_lopt import RUN_FRACTION_KNOTS
+
+    lopt = NormMLPLOpt(hidden_sizes=(4,), horizon_aware=True, adam_1d=False, step_mult=0.01)
+    theta = dict(lopt.init_meta(jax.random.PRNGKey(0)))
+    (module,) = [m for m in theta if "w_schedule" in theta[m]]
+    stop = [0.0 if k <= 0.5 else -80.0 for k in RUN_FRACTION_KNOTS]
+    theta[module] = {**theta[module], "w_schedule": jnp.asarray(stop)}
+    task = HELD_OUT_SUITES["tiny"][0].build()
+    thetas = jax.tree.map(lambda x: x[None], theta)
+    for steps in (40, 100):
+        out, _, val_steps = held_out.run_optimizer(task, lopt, thetas, 1, steps, 10)
+        val = np.asarray(out["val_loss"][0, 0])
+        late = val[val_steps >= 0.7 * steps]
+        early = val[val_steps <= 0.5 * steps]
+        np.testing.assert_allclose(late, late[0], rtol=1e-6)
+        assert np.all(np.abs(np.diff(early)) > 1e-6), early

@@ -281,3 +281,19 @@ def test_family_weights_must_sum_to_one():
     m = LinearQuadratic.create(jax.random.PRNGKey(0), horizon=4, dtype=jnp.float32)
     with pytest.raises(ValueError, match="sum to 1"):
         SystemFamily((m, m), (0.5, 0.6))
+
+
+def test_horizon_aware_rule_is_told_each_episode_length(lsq_bucket):
+    """An episode's optimizer state carries the system's horizon, and an episode
+    begun after a curriculum stage changes it carries the new one."""
+    import dataclasses
+
+    lopt = NormMLPLOpt(hidden_sizes=(4,), horizon_aware=True)
+    system = SampledTaskSystem(lsq_bucket, lopt, horizon=50)
+    theta = system.init_theta(jax.random.PRNGKey(0))
+    state = system.init(theta, jax.random.PRNGKey(1))
+    assert float(state.inner.opt_state.num_steps) == 50.0
+    state, _ = system.step(theta, state, jax.random.PRNGKey(2))
+    assert int(state.inner.opt_state.step) == 1 and float(state.inner.opt_state.num_steps) == 50
+    longer = dataclasses.replace(system, horizon=400)
+    assert float(longer.init(theta, jax.random.PRNGKey(1)).inner.opt_state.num_steps) == 400.0

@@ -190,3 +190,52 @@ def test_adaptive_step_follows_its_tensor_features_and_not_the_gradient_scale():
         expected = lopt.step_mult * np.exp(0.5 + 0.25 + 2.0 * np.log(rows) / np.log(1024))
         np.testing.assert_allclose(rms_after_one_step(1.0)[name], expected, rtol=1e-4)
         np.testing.assert_allclose(rms_after_one_step(1e4)[name], expected, rtol=1e-4)
+
+
+def test_horizon_aware_rule_keeps_its_schedule_in_fractions_of_the_run():
+    """NormMLPLOpt(horizon_aware=True): the learned log step is a piecewise-linear
+    function of step / num_steps through its values at RUN_FRACTION_KNOTS, so a run
+    twice as long has the same schedule stretched twice; init without the run's
+    length is refused, and the optax export asks for it."""
+    from learned_opt.base import init_for_run
+    from learned_opt.norm_mlp_lopt import RUN_FRACTION_KNOTS, run_fraction_features
+
+    basis = run_fraction_features(jnp.int32(30), jnp.float32(200))  # 0.15: between 0.1, 0.2
+    np.testing.assert_allclose(float(basis.sum()), 1.0, rtol=1e-6)
+    i = RUN_FRACTION_KNOTS.index(0.1)
+    np.testing.assert_allclose(basis[i : i + 2], [0.5, 0.5], rtol=1e-5)
+    past_end = run_fraction_features(jnp.int32(500), jnp.float32(200))
+    assert float(past_end[-1]) == 1.0  # past the run's end it stays at the last knot
+
+    lopt = NormMLPLOpt(hidden_sizes=(8,), horizon_aware=True, adam_1d=False)
+    theta = dict(lopt.init_meta(jax.random.PRNGKey(0)))
+    assert lopt.num_theta() == sum(x.size for x in jax.tree.leaves(theta))
+    (module,) = [m for m in theta if "w_schedule" in theta[m]]
+    schedule = jnp.linspace(0.0, -3.0, len(RUN_FRACTION_KNOTS))  # a learned decay
+    theta[module] = {**theta[module], "w_schedule": schedule}
+    params = {"w": jnp.ones((6, 4))}
+    grads = {"w": jax.random.normal(jax.random.PRNGKey(1), (6, 4))}
+
+    def rms_at(step, num_steps):
+        state = init_for_run(lopt, theta, params, num_steps)._replace(step=jnp.int32(step))
+        update, _ = lopt.update(theta, state, grads, params)
+        return float(jnp.sqrt(jnp.mean(jnp.square(update["w"]))))
+
+    for step, num_steps in ((0, 100), (15, 100), (50, 100), (100, 100)):
+        expected = lopt.step_mult * np.exp(
+            np.interp(step / num_steps, RUN_FRACTION_KNOTS, np.asarray(schedule))
+        )
+        np.testing.assert_allclose(rms_at(step, num_steps), expected, rtol=1e-4)
+        np.testing.assert_allclose(rms_at(2 * step, 2 * num_steps), expected, rtol=1e-4)
+
+    with pytest.raises(ValueError, match="num_steps"):
+        lopt.init(theta, params)
+    with pytest.raises(ValueError, match="num_steps"):
+        as_optax(lopt, theta)
+    opt = as_optax(lopt, theta, num_steps=300)
+    assert float(opt.init(params).num_steps) == 300.0
+    # A rule that does not read the length is built the same with or without it.
+    plain = NormMLPLOpt(hidden_sizes=(8,))
+    assert not plain.uses_horizon
+    plain_theta = plain.init_meta(jax.random.PRNGKey(0))
+    assert float(init_for_run(plain, plain_theta, params, 300).num_steps) == 0.0

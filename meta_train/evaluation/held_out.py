@@ -79,7 +79,7 @@ def _curves_fn(
             return state, (losses, task.loss(state.params, val_set))
 
         keys = jax.random.split(k_steps, num_steps)
-        state = init_inner(task, lopt, theta, k_init)
+        state = init_inner(task, lopt, theta, k_init, num_steps)
         state, (train, val) = jax.lax.scan(
             run_block, state, keys[: blocks * block].reshape(blocks, block, -1)
         )

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from learned_opt.base import LearnedOptimizer
+from learned_opt.base import LearnedOptimizer, init_for_run
 from tasks.base import Task
 
 
@@ -22,10 +22,13 @@ class InnerState(NamedTuple):
     opt_state: Any
 
 
-def init_inner(task: Task, lopt: LearnedOptimizer, theta: Any, key: jax.Array) -> InnerState:
-    """Fresh parameters of ``task`` and the optimizer's state for them."""
+def init_inner(
+    task: Task, lopt: LearnedOptimizer, theta: Any, key: jax.Array, num_steps: int
+) -> InnerState:
+    """Fresh parameters of ``task`` and the optimizer's state for a run of
+    ``num_steps`` updates (the episode's horizon; read by horizon-aware rules)."""
     params = task.init(key)
-    return InnerState(params, lopt.init(theta, params))
+    return InnerState(params, init_for_run(lopt, theta, params, num_steps))
 
 
 def inner_step(

@@ -47,7 +47,7 @@ class LearnedOptimizerSystem:
         return self.lopt.init_meta(key)
 
     def init(self, theta: Any, key: jax.Array) -> InnerState:
-        return init_inner(self.task, self.lopt, theta, key)
+        return init_inner(self.task, self.lopt, theta, key, self.horizon)
 
     def step(self, theta: Any, state: InnerState, key: jax.Array) -> tuple[InnerState, jax.Array]:
         k_train, k_meta = jax.random.split(key)

@@ -91,7 +91,7 @@ class SampledTaskSystem:
         if self.augmentation.enabled:
             scales = self.augmentation.draw(k_scales, jax.eval_shape(task.init, k_params))
         trained = self._trained_task(task, scales)
-        inner = init_inner(trained, self.lopt, theta, k_params)
+        inner = init_inner(trained, self.lopt, theta, k_params, self.horizon)
         initial = self._task_loss(trained, inner.params, task.batch(k_batch, self.meta_loss_split))
         return SampledTaskState(inner, k_task, scales, initial)
 
