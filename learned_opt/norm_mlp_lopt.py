@@ -99,7 +99,15 @@ class NormLeafState(NamedTuple):
 class NormMLPLOptState(NamedTuple):
     leaves: tuple  # one NormLeafState per leaf of params, in tree-flatten order
     step: jax.Array  # int32 scalar: updates applied so far
-    num_steps: jax.Array  # float32 scalar: the run's length (horizon_aware), else 0
+
+
+class HorizonNormMLPLOptState(NamedTuple):
+    """A horizon-aware rule's state (a class of its own, so the plain rule's state,
+    and the checkpoints holding it, keep their structure)."""
+
+    leaves: tuple
+    step: jax.Array
+    num_steps: jax.Array  # float32 scalar: the run's length
 
 
 def _tensor_features(g: jax.Array, m: jax.Array) -> jax.Array:
@@ -194,7 +202,9 @@ class NormMLPLOpt:
             jnp.zeros((len(self.momentum_decays) + 1,)),
         )
 
-    def init(self, theta: dict, params, num_steps: int | None = None) -> NormMLPLOptState:
+    def init(
+        self, theta: dict, params, num_steps: int | None = None
+    ) -> NormMLPLOptState | HorizonNormMLPLOptState:
         """The state of a run of ``num_steps`` updates; a horizon-aware rule needs
         it (``ValueError`` without it), the others ignore it."""
         del theta
@@ -213,15 +223,19 @@ class NormMLPLOpt:
                 jnp.zeros((cols,), jnp.float32),
             )
 
-        horizon = float(num_steps) if self.horizon_aware else 0.0  # type: ignore[arg-type]
-        return NormMLPLOptState(
-            tuple(leaf(p) for p in jax.tree.leaves(params)),
-            jnp.zeros((), jnp.int32),
-            jnp.asarray(horizon, jnp.float32),
-        )
+        leaves = tuple(leaf(p) for p in jax.tree.leaves(params))
+        step = jnp.zeros((), jnp.int32)
+        if self.horizon_aware:
+            return HorizonNormMLPLOptState(leaves, step, jnp.asarray(num_steps, jnp.float32))
+        return NormMLPLOptState(leaves, step)
 
     def update(
-        self, theta: dict, opt_state: NormMLPLOptState, grads, params, loss: jax.Array | None = None
+        self,
+        theta: dict,
+        opt_state: NormMLPLOptState | HorizonNormMLPLOptState,
+        grads,
+        params,
+        loss: jax.Array | None = None,
     ):
         del loss  # scale-dependent: this rule does not see it
         if params is None:
@@ -229,7 +243,7 @@ class NormMLPLOpt:
         leaves_p, treedef = jax.tree.flatten(params)
         leaves_g = treedef.flatten_up_to(grads)
         step = opt_state.step + 1
-        if self.horizon_aware:
+        if isinstance(opt_state, HorizonNormMLPLOptState):
             time_features = run_fraction_features(opt_state.step, opt_state.num_steps)
         else:
             time_features = _absolute_time_features(opt_state.step)
@@ -250,7 +264,7 @@ class NormMLPLOpt:
             else:
                 delta = self._learned(theta, p, g32, m, r, c, time_features)
             updates.append(delta.reshape(shape).astype(jnp.result_type(p)))
-        new_state = NormMLPLOptState(tuple(new_leaves), step, opt_state.num_steps)
+        new_state = opt_state._replace(leaves=tuple(new_leaves), step=step)
         return treedef.unflatten(updates), new_state
 
     def _adam(self, m: jax.Array, v: jax.Array, step: jax.Array) -> jax.Array:

@@ -147,13 +147,26 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
     assert "diverged on 0;" in text and "median speedup" in text
 
     # The baselines again from eval.json: all four reused where nothing changed, and
-    # least squares run afresh when its steps change.
+    # least squares run afresh when its steps change. This time the learned
+    # optimizer is also tuned: its multiplier 1 is the rule as trained (the same
+    # losses as the run without the grid, to float noise), and the one kept has
+    # the lowest final validation loss of the sweep.
     earlier = json.loads((tmp_path / "eval.json").read_text())
     again = held_out.evaluate_suite(
         specs, {"learned": (lopt, theta)}, steps=20, seeds=2, val_points=4,
-        long_steps={regression.name: 40}, reuse=earlier,
+        long_steps={regression.name: 40}, reuse=earlier, tune_learned=True,
     )  # fmt: skip
     assert again["reused"] == 4
+    for name, rec in again["tasks"].items():
+        tuned, plain = rec["optimizers"]["learned (tuned)"], rec["optimizers"]["learned"]
+        assert len(tuned["sweep"]) == len(held_out.LEARNED_SCALE_GRID)
+        assert tuned["sweep"]["1"] == plain["final_val_loss"]["mean"]
+        before = results["tasks"][name]["optimizers"]["learned"]["final_val_loss"]["mean"]
+        assert plain["final_val_loss"]["mean"] == pytest.approx(before, rel=1e-4)
+        assert tuned["final_val_loss"]["mean"] == pytest.approx(min(tuned["sweep"].values()))
+        assert tuned["step_scale"] in held_out.LEARNED_SCALE_GRID
+        assert "speedup_over_adam" in tuned
+    assert " x" in held_out.table(again) and "learned (tuned) speedup" in held_out.table(again)
     for name, rec in again["tasks"].items():
         assert rec["optimizers"]["adam"] == earlier["tasks"][name]["optimizers"]["adam"]
         assert rec["optimizers"]["learned"]["speedup_over_adam"] == pytest.approx(

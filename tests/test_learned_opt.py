@@ -238,4 +238,23 @@ def test_horizon_aware_rule_keeps_its_schedule_in_fractions_of_the_run():
     plain = NormMLPLOpt(hidden_sizes=(8,))
     assert not plain.uses_horizon
     plain_theta = plain.init_meta(jax.random.PRNGKey(0))
-    assert float(init_for_run(plain, plain_theta, params, 300).num_steps) == 0.0
+    assert not hasattr(init_for_run(plain, plain_theta, params, 300), "num_steps")
+
+
+def test_step_scaled_multiplies_the_whole_update():
+    """StepScaled(rule): exp(log_scale) times the rule's update, on every leaf (the
+    Adam-updated vectors too), with the rule's state unchanged."""
+    from learned_opt.step_scaled import StepScaled
+
+    rule = NormMLPLOpt(hidden_sizes=(4,))
+    scaled = StepScaled(rule)
+    theta = scaled.init_meta(jax.random.PRNGKey(0))
+    theta = {**theta, "log_scale": jnp.log(jnp.float32(0.25))}
+    params = {"w": jnp.ones((5, 3)), "b": jnp.zeros((3,))}
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    want, want_state = rule.update(theta["rule"], rule.init(theta["rule"], params), grads, params)
+    got, got_state = scaled.update(theta, scaled.init(theta, params), grads, params)
+    for k in params:
+        np.testing.assert_allclose(got[k], 0.25 * want[k], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state)):
+        np.testing.assert_array_equal(a, b)

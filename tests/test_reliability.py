@@ -469,3 +469,24 @@ def test_shipped_optimizers_carry_a_checksum():
     for name in resources.optimizer_names():
         meta = json.loads((resources.checkpoints_dir() / name / "meta" / "metadata").read_text())
         assert len(meta["theta_sha256"]) == 64, name
+
+
+def test_a_checkpoint_of_another_structure_is_kept_not_removed(tmp_path, capfd):
+    """The newest checkpoint holds another state structure (written by another
+    version of an optimizer's state): the previous one is restored, and the newer
+    one, intact, is kept and named, not removed as damaged."""
+    from meta_train.training.checkpoint import Checkpointer
+
+    old = {"theta": jnp.arange(3.0), "opt": {"step": jnp.int32(1)}}
+    new = {"theta": jnp.arange(3.0), "opt": {"step": jnp.int32(2), "num_steps": jnp.float32(9)}}
+    ck = Checkpointer(tmp_path / "checkpoints")
+    ck.save(1, old, {})
+    ck.save(2, new, {})
+    ck.close()
+    ck = Checkpointer(tmp_path / "checkpoints")
+    step, state, _ = ck.restore(old)
+    assert step == 1 and int(state["opt"]["step"]) == 1
+    err = capfd.readouterr().err
+    assert "holds another state structure" in err and "removed" not in err
+    assert ck.steps() == [1, 2]
+    ck.close()

@@ -4,7 +4,7 @@
                     [--no-progress] [--cpu-devices N|auto] [--profile STEPS]
     lopt export --run DIR --out PATH
     lopt eval --optimizer [NAME=]PATH_OR_NAME ... [--tasks SUITE] [--steps N] [--long-steps N]
-              [--seeds S] [--out DIR]
+              [--seeds S] [--baselines EVAL_JSON] [--tune-learned] [--out DIR]
     lopt report RUN
     lopt figures [--experiments NAME,...] [--out DIR] [--set key=value ...]
     lopt prepare NAME [--data-dir DIR]

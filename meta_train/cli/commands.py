@@ -144,6 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             long_steps={name: args.long_steps for name in long_runs},
             progress=progress,
             reuse=earlier,
+            tune_learned=args.tune_learned,
         )
     results["optimizers"] = sources
     results["suite"] = args.tasks

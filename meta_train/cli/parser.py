@@ -119,6 +119,13 @@ def parser() -> argparse.ArgumentParser:
         help="reuse the tuned Adam and SGD-momentum runs of an earlier `lopt eval` (its "
         "eval.json) for every task run the same way (spec, steps, seeds); the rest are run",
     )
+    ev.add_argument(
+        "--tune-learned",
+        action="store_true",
+        help="run each learned optimizer over a 5-point grid of multipliers on its update "
+        "(1 included: the rule as trained) and also report the best per task, as Adam's "
+        "rate is chosen, as 'NAME (tuned)' (5x the learned optimizers' time)",
+    )
     ev.add_argument("--out", help="output directory (default runs/eval)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=commands.cmd_eval)

@@ -13,7 +13,10 @@ validation-loss curve (a fixed validation subset, ``val_points`` times), final
 and mean losses, validation and test accuracy, seconds per step (compiled
 run time, all seeds together, compilation excluded) and the seeds that
 diverged (``diverged_seeds``). Each learned optimizer also gets its speedup
-over tuned Adam (``speedup``).
+over tuned Adam (``speedup``). With ``tune_learned`` each learned optimizer is
+also run with a learning-rate multiplier on its update chosen per task from
+``LEARNED_SCALE_GRID`` the same way (``learned_opt.step_scaled``; recorded as
+``"NAME (tuned)"``): the comparison Celo2 makes, tuned rule against tuned Adam.
 
 The tuned baselines of an earlier evaluation can be reused (``reuse``: its
 ``eval.json``) for every task whose spec, steps, seeds, validation points and
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learned_opt import SGDM, Adam, LearnedOptimizer
+from learned_opt.step_scaled import StepScaled
 from meta_train.systems.inner_training import InnerState, init_inner, inner_step
 from tasks.base import EvaluableTask, TaskSpec
 
@@ -43,6 +47,10 @@ BASELINE_GRIDS = {
     "adam": (Adam(), np.logspace(-4, -1, 7)),
     "sgdm": (SGDM(), np.logspace(-3, 0, 7)),
 }
+# Multipliers on a learned rule's update (``tune_learned``): 5 points over 2 decades
+# around its meta-trained step, mostly below it (a smaller step is the early
+# stopping an overfitting task wants; a much larger one leaves what it learned).
+LEARNED_SCALE_GRID = np.logspace(-1.5, 0.5, 5)  # holds 1: the rule as meta-trained
 MAX_EVAL_EXAMPLES = 2000
 CURVE_POINTS = 100
 
@@ -148,6 +156,28 @@ def _summarise(
     }
 
 
+def tuned_name(name: str) -> str:
+    """The record of learned optimizer ``name`` with its tuned multiplier."""
+    return f"{name} (tuned)"
+
+
+def _repeat_for_grid(x: Any) -> jax.Array:
+    return jnp.stack([jnp.asarray(x)] * len(LEARNED_SCALE_GRID))
+
+
+def _best_of_grid(
+    out: dict, grid: np.ndarray, val_steps: np.ndarray, num_steps: int, seconds: float
+) -> tuple[dict, int]:
+    """The record of the grid point with the lowest mean final validation loss (a
+    non-finite one never wins), with every point's in ``sweep`` and the worst."""
+    final_val = np.nan_to_num(out["val_loss"][:, :, -1].mean(1), nan=np.inf)
+    best = int(np.argmin(final_val))
+    summary = _summarise(out, best, val_steps, num_steps, seconds / len(grid))
+    summary["sweep"] = {f"{v:.3g}": _finite_or_none(x) for v, x in zip(grid, final_val)}
+    summary["worst_grid_final_val_loss"] = _finite_or_none(np.max(final_val))
+    return summary, best
+
+
 EXPLOSION = 2.0  # a loss this many times the starting one has exploded
 
 
@@ -221,11 +251,14 @@ def evaluate_suite(
     long_steps: dict[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
     reuse: dict | None = None,
+    tune_learned: bool = False,
 ) -> dict:
-    """``optimizers``: name -> (lopt, theta) evaluated as given; baselines are added
-    tuned (or taken from ``reuse``, an earlier evaluation's results, where they
-    match: ``results["reused"]`` counts them). ``long_steps`` maps a task's name
-    to its own step count."""
+    """``optimizers``: name -> (lopt, theta) evaluated as given (and, with
+    ``tune_learned``, also as ``"NAME (tuned)"``: the best multiplier of
+    ``LEARNED_SCALE_GRID`` on its update); baselines are added tuned (or taken
+    from ``reuse``, an earlier evaluation's results, where they match:
+    ``results["reused"]`` counts them). ``long_steps`` maps a task's name to its
+    own step count."""
     results: dict[str, Any] = {"steps": steps, "seeds": seeds, "tasks": {}, "reused": 0}
     for task_name, spec in specs.items():
         task = spec.build()
@@ -236,11 +269,27 @@ def evaluate_suite(
             "optimizers": {},
         }
         for name, (lopt, theta) in optimizers.items():
-            thetas = jax.tree.map(lambda x: jnp.asarray(x)[None], theta)
-            out, sec, vs = run_optimizer(task, lopt, thetas, seeds, n, val_points)
-            record["optimizers"][name] = _summarise(out, 0, vs, n, sec)
+            if not tune_learned:
+                thetas = jax.tree.map(lambda x: jnp.asarray(x)[None], theta)
+                out, sec, vs = run_optimizer(task, lopt, thetas, seeds, n, val_points)
+                record["optimizers"][name] = _summarise(out, 0, vs, n, sec)
+                if progress:
+                    progress(f"{task_name}: {name}")
+                continue
+            # One program for the whole grid; its multiplier 1 is the rule as trained.
+            grid = LEARNED_SCALE_GRID
+            thetas = {
+                "rule": jax.tree.map(_repeat_for_grid, theta),
+                "log_scale": jnp.log(jnp.asarray(grid, jnp.float32)),
+            }
+            out, sec, vs = run_optimizer(task, StepScaled(lopt), thetas, seeds, n, val_points)
+            as_trained = int(np.argmin(np.abs(np.log(grid))))
+            record["optimizers"][name] = _summarise(out, as_trained, vs, n, sec / len(grid))
+            summary, best = _best_of_grid(out, grid, vs, n, sec)
+            summary["step_scale"] = float(grid[best])
+            record["optimizers"][tuned_name(name)] = summary
             if progress:
-                progress(f"{task_name}: {name}")
+                progress(f"{task_name}: {name} (tuned: x{grid[best]:.3g})")
         for name, (base, grid) in BASELINE_GRIDS.items():
             cached = reusable_baseline(reuse, task_name, record, name, seeds, val_points)
             if cached is not None:
@@ -251,17 +300,15 @@ def evaluate_suite(
                 continue
             thetas = {"log_lr": jnp.log(jnp.asarray(grid, jnp.float32))}
             out, sec, vs = run_optimizer(task, base, thetas, seeds, n, val_points)
-            final_val = np.nan_to_num(out["val_loss"][:, :, -1].mean(1), nan=np.inf)
-            best = int(np.argmin(final_val))
-            summary = _summarise(out, best, vs, n, sec / len(grid))
+            summary, best = _best_of_grid(out, grid, vs, n, sec)
             summary["learning_rate"] = float(grid[best])
-            summary["sweep"] = {f"{lr:.3g}": _finite_or_none(v) for lr, v in zip(grid, final_val)}
-            summary["worst_grid_final_val_loss"] = _finite_or_none(np.max(final_val))
             record["optimizers"][name] = summary
             if progress:
                 progress(f"{task_name}: {name} (lr {grid[best]:.3g})")
         adam = record["optimizers"]["adam"]
-        for name in optimizers:
+        for name in record["optimizers"]:
+            if name in BASELINE_GRIDS:
+                continue
             target = record["optimizers"][name]["final_val_loss"]["mean"]
             if target is not None:
                 record["optimizers"][name]["speedup_over_adam"] = speedup(
@@ -288,6 +335,7 @@ def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Pa
         for name, r in record["optimizers"].items():
             c = colours.setdefault(name, f"C{len(colours)}")
             label = name + (f" (lr {r['learning_rate']:.2g})" if "learning_rate" in r else "")
+            label += f" x{r['step_scale']:.2g}" if "step_scale" in r else ""
             for ax, xs, key in (
                 (axes[0], r["curve_steps"], "train_loss"),
                 (axes[1], r["val_steps"], "val_loss"),
@@ -368,6 +416,7 @@ def table(results: dict) -> str:
             r = record["optimizers"][n]
             v, a = r["final_val_loss"], r["test_accuracy"]
             lr = f" @{r['learning_rate']:.2g}" if "learning_rate" in r else ""
+            lr += f" x{r['step_scale']:.2g}" if "step_scale" in r else ""
             acc = f" ({100 * a['mean']:.1f}%)" if a and a["mean"] is not None else ""
             cells.append(
                 f"{v['mean']:.3f}±{v['std']:.3f}{acc}{lr}" if v["mean"] is not None else "diverged"

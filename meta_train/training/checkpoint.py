@@ -118,13 +118,21 @@ class Checkpointer:
                         raise CheckpointError(f"its {_FILES[name]} is missing")
                 out = self._restore_step(ocp, s, abstract)
                 if jax.tree.structure(out.state) != jax.tree.structure(like):
-                    raise CheckpointError("its contents do not match this run's structure")
+                    raise _OtherStructure("its contents do not match this run's structure")
                 digest = (out.get("integrity") or {}).get("state_sha256")
                 if digest is not None and digest != tree_digest(out.state):
                     raise CheckpointError("its arrays do not match their checksum")
             except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
                 reason = short_reason(e)
                 problems.append(f"step {s}: {reason}")
+                if _written_for_another_structure(e):
+                    # Intact, written by another config or version: kept, never removed.
+                    print(
+                        f"warning: checkpoint step {s} in {self.directory} holds another "
+                        f"state structure ({reason}); kept, trying the previous one",
+                        file=sys.stderr,
+                    )
+                    continue
                 damaged.append(s)
                 print(
                     f"warning: checkpoint step {s} in {self.directory} is damaged "
@@ -172,3 +180,17 @@ class Checkpointer:
 
 
 _FILES = {"_CHECKPOINT_METADATA": "metadata file", "integrity": "checksum file"}
+
+
+class _OtherStructure(CheckpointError):
+    """A checkpoint read whole whose tree differs from the one asked for."""
+
+
+def _written_for_another_structure(e: Exception) -> bool:
+    """Whether a restore failed because the checkpoint holds a differently shaped
+    state (another config, another version's optimizer state) rather than damage;
+    Orbax says so ("Structure mismatch", "tree structures do not match")."""
+    message = str(e).lower()
+    return isinstance(e, _OtherStructure) or any(
+        words in message for words in ("structure mismatch", "structures do not match")
+    )
