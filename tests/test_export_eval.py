@@ -278,3 +278,27 @@ def test_eval_tells_a_horizon_aware_rule_the_run_length():
         early = val[val_steps <= 0.5 * steps]
         np.testing.assert_allclose(late, late[0], rtol=1e-6)
         assert np.all(np.abs(np.diff(early)) > 1e-6), early
+
+
+def test_merging_evaluations_of_different_optimizers():
+    """Two evaluations of one suite, each with its own learned optimizer and the
+    same tuned baselines, merge into one with both; differing baselines, steps or
+    a name in both are refused."""
+
+    def part(name, loss, adam_sweep=None):
+        adam = {"final_val_loss": {"mean": 0.5}, "sweep": adam_sweep or {"0.001": 0.5}}
+        rec = {"spec": {"kind": "X"}, "steps": 10, "optimizers": {name: {"v": loss}, "adam": adam}}
+        return {"steps": 10, "seeds": 2, "suite": "s", "tasks": {"t": rec}, "reused": 1,
+                "optimizers": {name: f"runs/{name}"}}  # fmt: skip
+
+    merged = held_out.merge([part("a", 1.0), part("b", 2.0)])
+    assert list(merged["tasks"]["t"]["optimizers"]) == ["a", "b", "adam"]
+    assert merged["optimizers"] == {"a": "runs/a", "b": "runs/b"} and merged["reused"] == 2
+    with pytest.raises(ValueError, match="two optimizers named 'a'"):
+        held_out.merge([part("a", 1.0), part("a", 2.0)])
+    with pytest.raises(ValueError, match="tuned adam runs differ"):
+        held_out.merge([part("a", 1.0), part("b", 2.0, {"0.001": 0.6})])
+    other = part("b", 2.0)
+    other["steps"] = 20
+    with pytest.raises(ValueError, match="differ in steps"):
+        held_out.merge([part("a", 1.0), other])

@@ -318,6 +318,47 @@ def evaluate_suite(
     return results
 
 
+def merge(parts: Sequence[dict]) -> dict:
+    """One evaluation from several of the same suite, steps and seeds (e.g. one per
+    learned optimizer, run side by side on separate cores or machines): every
+    task's optimizers together. The tuned baselines must agree (they are
+    deterministic given the task, steps and seeds); a learned optimizer's name
+    may appear in one part only. ``ValueError`` says what differs."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    merged = {**first, "tasks": {}, "reused": sum(p.get("reused", 0) for p in parts)}
+    merged["optimizers"] = {}
+    for part in parts:
+        for key in ("steps", "seeds", "suite"):
+            if part.get(key) != first.get(key):
+                theirs, ours = part.get(key), first.get(key)
+                raise ValueError(f"the evaluations differ in {key}: {ours} and {theirs}")
+        if list(part["tasks"]) != list(first["tasks"]):
+            raise ValueError("the evaluations ran different tasks")
+        merged["optimizers"].update(part.get("optimizers", {}))
+    for task_name in first["tasks"]:
+        record = {**first["tasks"][task_name], "optimizers": {}}
+        for part in parts:
+            theirs = part["tasks"][task_name]
+            if theirs["steps"] != record["steps"] or theirs["spec"] != record["spec"]:
+                raise ValueError(f"{task_name} was run differently in the evaluations")
+            for name, r in theirs["optimizers"].items():
+                mine = record["optimizers"].get(name)
+                if name in BASELINE_GRIDS and mine is not None:
+                    if mine.get("sweep") != r.get("sweep"):
+                        raise ValueError(f"{task_name}: the tuned {name} runs differ")
+                    continue
+                if mine is not None:
+                    raise ValueError(f"{task_name}: two optimizers named {name!r}")
+                record["optimizers"][name] = r
+        # learned optimizers first, then the baselines, as one evaluation orders them
+        order = sorted(record["optimizers"], key=lambda n: n in BASELINE_GRIDS)
+        record["optimizers"] = {n: record["optimizers"][n] for n in order}
+        merged["tasks"][task_name] = record
+    return merged
+
+
 def write_outputs(results: dict, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """``eval.json``, one PNG per task and ``summary.png``; returns the PNG paths."""
     import matplotlib
