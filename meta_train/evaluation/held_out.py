@@ -13,10 +13,10 @@ validation-loss curve (a fixed validation subset, ``val_points`` times), final
 and mean losses, validation and test accuracy, seconds per step (compiled
 run time, all seeds together, compilation excluded) and the seeds that
 diverged (``diverged_seeds``). Each learned optimizer also gets its speedup
-over tuned Adam (``speedup``). With ``tune_learned`` each learned optimizer is
-also run with a learning-rate multiplier on its update chosen per task from
-``LEARNED_SCALE_GRID`` the same way (``learned_opt.step_scaled``; recorded as
-``"NAME (tuned)"``): the comparison Celo2 makes, tuned rule against tuned Adam.
+over tuned Adam (``speedup``). With ``tune_learned`` each learned optimizer runs
+over ``LEARNED_SCALE_GRID``, multipliers on its update (``learned_opt.step_scaled``):
+multiplier 1 is recorded under its name, the best per task, chosen as the
+baselines' rates are, as ``"NAME (tuned)"``: the comparison Celo2 makes.
 
 The tuned baselines of an earlier evaluation can be reused (``reuse``: its
 ``eval.json``) for every task whose spec, steps, seeds, validation points and
