@@ -13,7 +13,9 @@ flipped bytes that Orbax reads without complaint are caught. Restoring walks
 back from the newest step: a damaged checkpoint (unreadable, failing its
 checksum, or missing its metadata or checksum file) is reported in one line
 on stderr, removed, and the previous one is used; the steps recomputed after
-it are then saved again. A save that fails raises ``CheckpointError`` naming
+it are then saved again. A checkpoint holding another state structure (written
+by another config or version of an optimizer's state) is intact: it is named
+and skipped, never removed. A save that fails raises ``CheckpointError`` naming
 its step (at once, or from ``check()`` at the next outer step when it failed in
 the background), keeping the checkpoints already written. Partial saves (a
 kill, a full disk) are cleaned up when the directory is opened again. Nothing
