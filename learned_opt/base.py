@@ -51,6 +51,16 @@ class HorizonAwareOptimizer(LearnedOptimizer, Protocol):
     def init(self, theta: Theta, params: Params, num_steps: int | None = None) -> OptState: ...
 
 
+def check_run_length(num_steps: int | None) -> None:
+    """``ValueError`` unless ``num_steps`` (the updates a run will make, which a
+    horizon-aware rule needs) is a count >= 1."""
+    if num_steps is None or int(num_steps) < 1:
+        raise ValueError(
+            "this optimizer is horizon-aware: give it num_steps, the number of updates "
+            f"the run will make (>= 1), got {num_steps!r}"
+        )
+
+
 def init_for_run(
     lopt: LearnedOptimizer, theta: Theta, params: Params, num_steps: int | None
 ) -> OptState:

@@ -55,6 +55,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from learned_opt.base import check_run_length
 from learned_opt.mlp_lopt import TIMESCALES
 
 # Floors far below any real statistic, so the rule stays invariant to a task's scale
@@ -208,11 +209,8 @@ class NormMLPLOpt:
         """The state of a run of ``num_steps`` updates; a horizon-aware rule needs
         it (``ValueError`` without it), the others ignore it."""
         del theta
-        if self.horizon_aware and (num_steps is None or int(num_steps) < 1):
-            raise ValueError(
-                "this optimizer is horizon-aware: init needs num_steps, the number of "
-                f"updates the run will make (>= 1), got {num_steps!r}"
-            )
+        if self.horizon_aware:
+            check_run_length(num_steps)
         k = len(self.momentum_decays)
 
         def leaf(p):

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from learned_opt.base import LearnedOptimizer, Theta, init_for_run
+from learned_opt.base import LearnedOptimizer, Theta, check_run_length, init_for_run
 
 
 def check_gradient_matches(grads: Any, params: Any) -> None:
@@ -47,12 +47,8 @@ def as_optax(
     A gradient whose tree or shapes differ from ``params`` raises ``ValueError``
     naming the leaf; ``init(None)`` raises ``TypeError``.
     """
-
-    if getattr(lopt, "uses_horizon", False) and (num_steps is None or num_steps < 1):
-        raise ValueError(
-            "this optimizer is horizon-aware: pass num_steps, the number of updates "
-            f"your run will make (>= 1), got {num_steps!r}"
-        )
+    if getattr(lopt, "uses_horizon", False):
+        check_run_length(num_steps)  # now, not at init: the user's call is the one to fix
 
     def init_fn(params):
         if params is None:
