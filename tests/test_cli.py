@@ -98,7 +98,7 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.startswith("lopt 0.")
 
 
-def test_resume_extends_a_run(cli_run):
+def test_resume_extends_a_run(cli_run, tmp_path):
     _, out = cli_run
     proc = _lopt(
         "meta-train", "--out", str(out), "--resume", "--set", "train.steps=6", "--no-progress"
@@ -107,6 +107,13 @@ def test_resume_extends_a_run(cli_run):
     assert "resumed" in proc.stdout
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 6 and 5 in steps
+    # The card of an optimizer exported from it says how it was made, resume included.
+    exported = _lopt("export", "--run", str(out), "--out", str(tmp_path / "opt"))
+    assert exported.returncode == 0, exported.stderr
+    card = json.loads((tmp_path / "opt" / "meta" / "metadata").read_text())["card"]
+    first, resumed = card["commands"]
+    assert first.startswith("lopt meta-train --set ") and first.endswith(f"--out {out}")
+    assert resumed == f"lopt meta-train --out {out} --resume --set train.steps=6 --no-progress"
 
 
 def test_resume_on_two_cpu_devices(cli_run):

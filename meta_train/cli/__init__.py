@@ -29,6 +29,7 @@ from meta_train.cli.parser import parser
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by meta-train's run
     from meta_train.runtime.host_memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before JAX's thread pools start

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shlex
 import sys
 
 from learned_opt.export import OptimizerFileError
@@ -102,6 +103,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         profile_steps=args.profile,
+        command=shlex.join(["lopt", *getattr(args, "argv", [])]),
     )
     return 0
 

@@ -20,7 +20,7 @@ from meta_train.systems.family import SystemFamily
 from meta_train.systems.sampled_task import SampledTaskSystem
 from meta_train.training.checkpoint import Checkpointer, CheckpointError
 from meta_train.training.outer_step import fresh_meta_state
-from meta_train.training.run_dir import RunLock
+from meta_train.training.run_dir import COMMANDS_FILE, RunLock
 
 
 def theta_from_run(run_dir: str | pathlib.Path):
@@ -65,6 +65,8 @@ def theta_from_run(run_dir: str | pathlib.Path):
             card["meta_training_time"] = {
                 k: timed[-1][k] for k in ("seconds", "cpu_seconds") if k in timed[-1]
             }
+    if (run_dir / COMMANDS_FILE).exists():  # how it was made: the start, then each resume
+        card["commands"] = (run_dir / COMMANDS_FILE).read_text().splitlines()
     if config.task.kind == "image_mlp_family":
         card["family"] = config_lib.to_dict(config)["family"]
     return lopt, state.theta, card

@@ -39,7 +39,7 @@ from meta_train.training.checkpoint import Checkpointer
 from meta_train.training.curriculum import horizon_at, with_horizon
 from meta_train.training.health import Health
 from meta_train.training.outer_step import distribute, init_meta_state, make_outer_step
-from meta_train.training.run_dir import RunExistsError, RunLock, holds_run
+from meta_train.training.run_dir import COMMANDS_FILE, RunExistsError, RunLock, holds_run
 from meta_train.training.run_log import MetricsLog, Progress, StepRate, theta_values
 
 _DEFAULT_SETTINGS = config_lib.TrainConfig()
@@ -81,6 +81,7 @@ def meta_train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     profile_steps: int = 0,
+    command: str | None = None,
 ) -> RunResult:
     """Meta-train as ``config`` says: build its system, estimator and evaluation
     system (a family's held-out shapes), then ``train``."""
@@ -98,6 +99,7 @@ def meta_train(
         progress=progress,
         log=log,
         profile_steps=profile_steps,
+        command=command,
         horizon_curriculum=config.task.horizon_curriculum,
         curriculum_steps=config.task.curriculum_steps,
     )
@@ -117,6 +119,7 @@ def train(
     profile_steps: int = 0,
     horizon_curriculum: Sequence[int] = (),
     curriculum_steps: int = 0,
+    command: str | None = None,
 ) -> RunResult:
     """Meta-train ``estimator``'s system from Python, with what ``lopt meta-train`` gives:
     metrics (``metrics.jsonl``, ``tb/``), checkpoints, evaluation, ``report.png`` and
@@ -131,7 +134,9 @@ def train(
     traces that many outer steps after the first (which compiles) with
     ``jax.profiler`` into ``run_dir/profile``. ``horizon_curriculum`` lists
     shorter horizons to meta-train at first, ``curriculum_steps`` outer steps
-    each (``training.curriculum``).
+    each (``training.curriculum``). ``command``, the command line that started
+    this process, is kept in ``run_dir/commands.txt`` (one line per start or
+    resume), from which an exported optimizer's card says how it was made.
     """
     t_start, cpu_start = now(), cpu_now()
     run_dir = pathlib.Path(run_dir)
@@ -155,6 +160,9 @@ def train(
         if resume:
             step, state, _ = checkpointer.restore(state)
             log(f"resumed {run_dir} from outer step {step}")
+        if command is not None:
+            with open(run_dir / COMMANDS_FILE, "a" if resume else "w") as f:
+                f.write(command + "\n")
         if config is not None:
             (run_dir / "config.toml").write_text(config_lib.dumps(config))
             config_json = config_lib.to_dict(config)

@@ -15,6 +15,9 @@ import os
 import pathlib
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "config.toml")
+# The command lines that started and resumed the run, one per line (written by
+# `lopt meta-train`; a Python ``train`` call without ``command`` writes none).
+COMMANDS_FILE = "commands.txt"
 
 
 class RunInUseError(RuntimeError):
