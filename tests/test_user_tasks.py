@@ -116,6 +116,7 @@ def test_least_squares_meta_trains_from_the_cli_and_exports(tmp_path):
     assert proc.returncode == 0, proc.stderr
     _, _, card = learned_opt.load(tmp_path / "opt")
     assert card["meta_trained_on"]["entry"] == "examples.least_squares:make_task"
+    assert "image_size" not in card["meta_trained_on"]  # an image task's key, unused here
 
 
 def test_normalized_rule_export_round_trip_is_bit_equal(tmp_path):

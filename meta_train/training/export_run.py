@@ -46,8 +46,9 @@ def theta_from_run(run_dir: str | pathlib.Path):
     with _reading_lock(run_dir):  # not while a meta-training process writes the run
         step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
     settings = config_lib.to_dict(config)
+    used = (*_RUN_TASK_KEYS, *_TASK_KEYS[config.task.kind])
     card = {
-        "meta_trained_on": {"task": trained_on, **settings["task"]},
+        "meta_trained_on": {"task": trained_on, **{k: settings["task"][k] for k in used}},
         "estimator": settings["estimator"],
         "outer_training": settings["train"],
         "config_name": config.name,
@@ -86,8 +87,21 @@ def _reading_lock(run_dir: pathlib.Path):
         lock.release()
 
 
-# task.kind values whose theta is a learned optimizer's.
-OPTIMIZER_KINDS = ("image_mlp", "image_mlp_family", "python")
+# The [task] keys every optimizer-training kind reads, and those each kind (one whose
+# theta is a learned optimizer's) reads besides: a card names only these, so a family's
+# card does not describe the one default image task it never trained on.
+_RUN_TASK_KEYS = (
+    "kind", "horizon", "horizon_curriculum", "curriculum_steps", "meta_loss_split", "loss_cap",
+)  # fmt: skip
+_TASK_KEYS = {
+    "image_mlp": (
+        "dataset", "image_size", "grayscale", "data_dir", "hidden_sizes", "activation",
+        "batch_size",
+    ),
+    "image_mlp_family": ("data_dir", "meta_loss_norm"),  # the shapes: the card's "family"
+    "python": ("entry", "meta_loss_norm"),
+}  # fmt: skip
+OPTIMIZER_KINDS = tuple(_TASK_KEYS)
 
 
 def _optimizer_and_tasks(system) -> tuple[Any, str | list[str]]:
