@@ -160,8 +160,8 @@ def train(
         if resume:
             step, state, _ = checkpointer.restore(state)
             log(f"resumed {run_dir} from outer step {step}")
-        if command is not None:
-            with open(run_dir / COMMANDS_FILE, "a" if resume else "w") as f:
+        if command is not None:  # appended: a resume that starts over keeps the first
+            with open(run_dir / COMMANDS_FILE, "a") as f:
                 f.write(command + "\n")
         if config is not None:
             (run_dir / "config.toml").write_text(config_lib.dumps(config))
