@@ -103,7 +103,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         profile_steps=args.profile,
-        command=shlex.join(["lopt", *getattr(args, "argv", [])]),
+        command=shlex.join(["lopt", *args.argv]),
     )
     return 0
 

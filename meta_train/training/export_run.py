@@ -69,7 +69,7 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if (run_dir / COMMANDS_FILE).exists():  # how it was made: the start, then each resume
         card["commands"] = (run_dir / COMMANDS_FILE).read_text().splitlines()
     if config.task.kind == "image_mlp_family":
-        card["family"] = config_lib.to_dict(config)["family"]
+        card["family"] = settings["family"]
     return lopt, state.theta, card
 
 
