@@ -39,6 +39,16 @@ as VeLO takes it): the time features become a piecewise-linear (hat) basis over
 so the learned schedule (warm-up, decay) stretches with the run instead of being
 extrapolated past the horizons it was meta-trained at.
 
+With ``fan_in_exponent`` (``a``) each tensor's step is also multiplied by
+``(FAN_IN_REFERENCE / rows) ** a``, a fixed prior on how the step should shrink
+with the tensor's fan-in (``rows``: the input width of a dense layer, ``kh * kw *
+in`` of a convolution). With ``a = 1`` it is the muP scaling of Adam-like
+updates (an entrywise step of RMS ``eta`` moves a unit's pre-activation by
+``O(eta * fan_in)`` once the update aligns with its inputs), so a step that
+suits an 8x8-image MLP's first layer (fan-in 64) is not twelve times too large
+on a 28x28 one (fan-in 784); the adaptive step's fan-in feature learns
+corrections on top of it. ``a = 0`` (the default) is the rule without it.
+
 With ``adam_1d`` (the default) leaves with fewer than 2 dimensions (biases,
 norm scales) are updated by Adam instead, with ``b1 = momentum_decays[0]``,
 ``b2 = rms_decay`` and step ``learning_rate``, as Celo2 does; the rule's
@@ -69,6 +79,10 @@ def _inverse_rms(*columns: jax.Array) -> jax.Array:
     mean_sq = [jnp.mean(jnp.square(c), axis=0) for c in columns]
     return jax.lax.rsqrt(jnp.concatenate(mean_sq) + _EPS)
 
+
+# The fan-in at which ``fan_in_exponent`` leaves the step unchanged: the input width of
+# an MLP on 8x8 images, so ``step_mult`` keeps its meaning on the tasks it was tuned on.
+FAN_IN_REFERENCE = 64
 
 # Knots of a horizon-aware rule's time basis, in fractions of the run: dense at the
 # start (warm-up, where the momenta are still filling) and even over the rest.
@@ -139,6 +153,7 @@ class NormMLPLOpt:
     learning_rate: float = 1e-3  # Adam's, for leaves with fewer than 2 dimensions
     adaptive_step: bool = False  # the step size also sees per-tensor statistics
     horizon_aware: bool = False  # the clock is step / num_steps (init needs num_steps)
+    fan_in_exponent: float = 0.0  # step *= (FAN_IN_REFERENCE / fan_in) ** fan_in_exponent
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
@@ -147,6 +162,8 @@ class NormMLPLOpt:
             raise ValueError("momentum_decays: at least one decay")
         if not all(0 <= b < 1 for b in (*self.momentum_decays, self.rms_decay)):
             raise ValueError("momentum_decays and rms_decay must lie in [0, 1)")
+        if not 0 <= self.fan_in_exponent <= 2:
+            raise ValueError(f"fan_in_exponent must lie in [0, 2], got {self.fan_in_exponent}")
 
     @property
     def uses_horizon(self) -> bool:
@@ -291,7 +308,12 @@ class NormMLPLOpt:
             tensor = _tensor_features(g, m) if self.adaptive_step else jnp.zeros((k + 1,))
             d, log_step = self._net.apply(theta, feats, time_features, scale, tensor)
         d = d * jax.lax.rsqrt(jnp.mean(jnp.square(d)) + 1e-12)
-        return -self.step_mult * jnp.exp(log_step) * d
+        return -self.step_mult * self.fan_in_factor(rows) * jnp.exp(log_step) * d
+
+    def fan_in_factor(self, fan_in: int) -> float:
+        """The fixed factor ``(FAN_IN_REFERENCE / fan_in) ** fan_in_exponent`` on the
+        step of a tensor whose matrix view has ``fan_in`` rows."""
+        return (FAN_IN_REFERENCE / fan_in) ** self.fan_in_exponent
 
     def num_theta(self) -> int:
         sizes = (self.num_features, *self.hidden_sizes, 1)

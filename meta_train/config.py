@@ -108,6 +108,9 @@ class LOptConfig:
     # norm_mlp: the rule's clock is the fraction of the run done (step / its length,
     # which init, the optax export and lopt eval are then given), not the step count
     horizon_aware: bool = False
+    # norm_mlp: each tensor's step times (64 / fan_in) ** fan_in_exponent, a fixed
+    # width prior (1: muP's scaling of Adam-like steps; 0: none)
+    fan_in_exponent: float = 0.0
     # baselines' initial learning rate; norm_mlp: Adam's, for the 1-D leaves
     learning_rate: float = 1e-3
 

@@ -192,6 +192,31 @@ def test_adaptive_step_follows_its_tensor_features_and_not_the_gradient_scale():
         np.testing.assert_allclose(rms_after_one_step(1e4)[name], expected, rtol=1e-4)
 
 
+def test_fan_in_exponent_scales_each_tensors_step_by_its_fan_in():
+    """NormMLPLOpt(fan_in_exponent=a): a tensor's update is the plain rule's times
+    (64 / rows) ** a, rows being the fan-in of its matrix view (a conv kernel's
+    kh * kw * in); the direction is unchanged, and a outside [0, 2] is refused."""
+    params = {
+        "dense": jnp.ones((784, 16)),  # fan-in 784: 64 / 784 of the step at a = 1
+        "conv": jnp.ones((3, 3, 8, 4)),  # fan-in 72
+        "head": jnp.ones((16, 10)),  # fan-in 16: four times the step
+    }
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    grads = {k: jax.random.normal(key, p.shape) for (k, p), key in zip(params.items(), keys)}
+    plain = NormMLPLOpt(hidden_sizes=(8,), adam_1d=False)
+    theta = plain.init_meta(jax.random.PRNGKey(0))
+    base, _ = plain.update(theta, plain.init(theta, params), grads, params)
+    for a in (0.5, 1.0):
+        lopt = NormMLPLOpt(hidden_sizes=(8,), adam_1d=False, fan_in_exponent=a)
+        scaled, _ = lopt.update(theta, lopt.init(theta, params), grads, params)
+        for name, fan_in in (("dense", 784), ("conv", 72), ("head", 16)):
+            np.testing.assert_allclose(
+                scaled[name], (64 / fan_in) ** a * base[name], rtol=1e-5, atol=1e-12
+            )
+    with pytest.raises(ValueError, match="fan_in_exponent"):
+        NormMLPLOpt(fan_in_exponent=-0.5)
+
+
 def test_horizon_aware_rule_keeps_its_schedule_in_fractions_of_the_run():
     """NormMLPLOpt(horizon_aware=True): the learned log step is a piecewise-linear
     function of step / num_steps through its values at RUN_FRACTION_KNOTS, so a run
