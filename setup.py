@@ -1,8 +1,9 @@
 """Build step: copy the shipped configs and optimizers into the package.
 
 The repository keeps ``configs/`` and ``checkpoints/`` at its top; a wheel
-carries them as ``meta_train/_shipped/`` (``meta_train.resources`` finds
-either). Everything else is declared in ``pyproject.toml``.
+carries them as ``meta_train/_shipped/configs`` and
+``learned_opt/_shipped/checkpoints`` (``meta_train.resources`` and
+``learned_opt.shipped`` find either). Everything else is declared in ``pyproject.toml``.
 """
 
 import pathlib
@@ -11,15 +12,19 @@ import shutil
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("configs", "checkpoints")
+# repository directory -> its place in the wheel
+SHIPPED = {
+    "configs": ("meta_train", "_shipped", "configs"),
+    "checkpoints": ("learned_opt", "_shipped", "checkpoints"),
+}
 
 
 class BuildWithShipped(build_py):
     def run(self):
         super().run()
         root = pathlib.Path(__file__).resolve().parent
-        for name in SHIPPED:
-            target = pathlib.Path(self.build_lib) / "meta_train" / "_shipped" / name
+        for name, place in SHIPPED.items():
+            target = pathlib.Path(self.build_lib).joinpath(*place)
             shutil.copytree(root / name, target, dirs_exist_ok=True)
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from learned_opt import shipped
 from learned_opt.base import LearnedOptimizer
 from learned_opt.optax_export import as_optax
 from learned_opt.registry import LEARNED_OPTIMIZERS, kind_of
@@ -187,15 +188,21 @@ def _stored_shapes(ocp, item: pathlib.Path):
 
 
 def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
-    """Return ``(lopt, theta, card)`` from an artifact, or raise OptimizerFileError."""
-    path = pathlib.Path(path).absolute()
+    """Return ``(lopt, theta, card)`` from an artifact directory or the name of a
+    shipped optimizer (``learned_opt.shipped``: ``"generalist"``), or raise
+    OptimizerFileError."""
+    path = shipped.find(path).absolute()
     quiet_closed_event_loops()
 
     def fail(why: str):
         raise OptimizerFileError(f"{path}: {why}")
 
     if not path.is_dir():
-        fail("no such optimizer artifact (expected a directory written by `lopt export`)")
+        names = ", ".join(shipped.optimizer_names()) or "none"
+        fail(
+            "no such optimizer artifact (expected a directory written by `lopt export`, "
+            f"or a shipped optimizer's name: {names})"
+        )
     ocp = _ocp()
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         try:
@@ -235,7 +242,8 @@ def load(path: str | pathlib.Path) -> tuple[Any, Any, dict]:
 def load_optax(
     path: str | pathlib.Path, num_steps: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
-    """An exported optimizer as an optax transformation (see ``as_optax``;
-    ``num_steps``, the run's length, is needed by a horizon-aware one)."""
+    """An exported optimizer (an artifact directory, or a shipped optimizer's name)
+    as an optax transformation (see ``as_optax``; ``num_steps``, the run's length,
+    is needed by a horizon-aware one)."""
     lopt, theta, _ = load(path)
     return as_optax(lopt, theta, num_steps)

@@ -1,15 +1,19 @@
 """Where the shipped configs and optimizers are, in a source checkout and in an installed wheel.
 
 The repository keeps them at its top, ``configs/`` and ``checkpoints/``. A
-wheel carries copies inside the package, ``meta_train/_shipped/``, made when
-it is built (``setup.py``'s ``build_py``); a source checkout or an editable
-install reads the repository's own. Either way the CLI resolves
+wheel carries copies inside the packages, ``meta_train/_shipped/configs/`` and
+``learned_opt/_shipped/checkpoints/`` (``learned_opt.shipped``: the library
+loads shipped optimizers by name without this package), made when it is built
+(``setup.py``'s ``build_py``); a source checkout or an editable install reads
+the repository's own. Either way the CLI resolves
 ``--config NAME`` and ``--optimizer NAME`` from any working directory.
 """
 
 from __future__ import annotations
 
 import pathlib
+
+from learned_opt import shipped
 
 _PACKAGED = pathlib.Path(__file__).resolve().parent / "_shipped"
 _REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
@@ -26,8 +30,9 @@ def configs_dir() -> pathlib.Path:
 
 
 def checkpoints_dir() -> pathlib.Path:
-    """The shipped optimizers (one artifact directory each)."""
-    return _shipped("checkpoints")
+    """The shipped optimizers (one artifact directory each; ``learned_opt.shipped``,
+    which finds them for ``learned_opt.load`` too)."""
+    return shipped.checkpoints_dir()
 
 
 def config_names() -> list[str]:
@@ -36,8 +41,7 @@ def config_names() -> list[str]:
 
 
 def optimizer_names() -> list[str]:
-    directory = checkpoints_dir()
-    return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+    return shipped.optimizer_names()
 
 
 def find_config(name_or_path: str) -> pathlib.Path | None:

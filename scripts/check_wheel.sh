@@ -31,4 +31,6 @@ test -f run/report.png && test -d run/tb
 "$lopt" export --run run --out exported
 "$lopt" eval --optimizer default_mlp --tasks tiny --steps 20 --seeds 1 --no-progress --out eval
 "$lopt" eval --optimizer exported --tasks tiny --steps 20 --seeds 1 --no-progress --out eval2
+# The library alone finds the shipped optimizers inside the wheel, by name.
+"$work/venv/bin/python" -c 'import learned_opt; learned_opt.load_optax("generalist"); learned_opt.load_optax("default_mlp")'
 echo "check_wheel: the wheel installs and runs from $work"

@@ -77,13 +77,13 @@ def test_exported_optimizer_in_a_plain_optax_loop(artifact):
 
 @pytest.mark.parametrize("name", resources.optimizer_names())
 def test_each_shipped_optimizer_trains_a_task_it_never_saw(name):
-    """Loaded by path into a plain optax loop, as a user would: two tanh layers of 48
+    """Loaded by name into a plain optax loop, as a user would: two tanh layers of 48
     units, batch 64 (no shipped optimizer was meta-trained on this shape), 1000 steps.
     Chance is ln 10 = 2.30 and 10%; tuned Adam reaches about 0.47 and 82% here."""
     task = ImageMLPTask(
         load_dataset("fashion_mnist_embedded", 8), (48, 48), activation="tanh", batch_size=64
     )
-    opt = learned_opt.load_optax(resources.checkpoints_dir() / name)
+    opt = learned_opt.load_optax(name)
 
     @jax.jit
     def train(params, keys):
@@ -100,6 +100,24 @@ def test_each_shipped_optimizer_trains_a_task_it_never_saw(name):
     loss = np.mean([float(task.loss(params, b)) for b in val])
     accuracy = np.mean([float(task.accuracy(params, b)) for b in val])
     assert loss < 0.65 and accuracy > 0.75, (loss, accuracy)
+
+
+def test_shipped_optimizers_load_by_name_from_any_directory(artifact, tmp_path, monkeypatch):
+    """A bare name that is no path is a shipped optimizer; an existing path, or a name
+    with a directory part, is taken as a path; an unknown name lists the shipped ones."""
+    monkeypatch.chdir(tmp_path)
+    names = resources.optimizer_names()
+    assert "default_mlp" in names and "generalist" in names
+    _, theta, card = learned_opt.load("default_mlp")
+    _, shipped_theta, _ = learned_opt.load(resources.checkpoints_dir() / "default_mlp")
+    assert jax.tree.all(jax.tree.map(np.array_equal, theta, shipped_theta))
+    shutil.copytree(artifact, tmp_path / "default_mlp")  # a local directory of that name
+    _, local_theta, _ = learned_opt.load("default_mlp")
+    assert not jax.tree.all(jax.tree.map(np.array_equal, local_theta, shipped_theta))
+    with pytest.raises(OptimizerFileError, match="shipped optimizer's name: default_mlp"):
+        learned_opt.load("no_such_optimizer")
+    with pytest.raises(OptimizerFileError, match="no such optimizer artifact"):
+        learned_opt.load_optax("elsewhere/generalist")
 
 
 def test_damaged_artifacts_raise_clear_errors(artifact, tmp_path):
