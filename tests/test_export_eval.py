@@ -231,6 +231,33 @@ def test_eval_suite_schema_and_plots(artifact, tmp_path):
     assert held_out.reusable_baseline(earlier, regression.name, ls, "adam", 3, 4) is None
 
 
+def test_export_of_a_chosen_or_the_best_kept_checkpoint(full_run, tmp_path):
+    """``--step N`` exports the kept checkpoint of outer step N; ``--step best`` the
+    kept one with the lowest fixed-seed evaluation in metrics.jsonl; a step not kept
+    is one clear line naming the kept ones."""
+    run = tmp_path / "run"
+    shutil.copytree(full_run.run_dir, run)  # checkpoints at 3 and 6, evaluations at 0 and 6
+    _, theta3, card3 = learned_opt.load(export_run(run, tmp_path / "at3", step=3))
+    _, theta6, card6 = learned_opt.load(export_run(run, tmp_path / "at6", step="best"))
+    assert card3["outer_steps"] == 3 and card6["outer_steps"] == 6
+    assert card3["eval_at_export"]["step"] == 0  # the last evaluation at or before it
+    assert not jax.tree.all(jax.tree.map(np.array_equal, theta3, theta6))
+    for a, b in zip(jax.tree.leaves(theta6), jax.tree.leaves(full_run.theta)):
+        np.testing.assert_array_equal(a, b)
+    # An evaluation at step 3 lower than step 6's makes 3 the best.
+    final = [r for r in read_metrics(run) if "eval_loss" in r][-1]
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({**final, "step": 3, "eval_loss": final["eval_loss"] - 0.1}) + "\n")
+    _, best, card = learned_opt.load(export_run(run, tmp_path / "best", step="best"))
+    assert card["outer_steps"] == 3
+    assert jax.tree.all(jax.tree.map(np.array_equal, best, theta3))
+    proc = _lopt("export", "--run", str(run), "--out", str(tmp_path / "x"), "--step", "4")
+    assert proc.returncode == 2 and "no checkpoint of outer step 4; kept: 3, 6" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
+    proc = _lopt("export", "--run", str(run), "--out", str(tmp_path / "x"), "--step", "last")
+    assert proc.returncode == 2 and "'best'" in proc.stderr
+
+
 def test_cli_export_and_eval(full_run, tmp_path):
     proc = _lopt("export", "--run", str(full_run.run_dir), "--out", str(tmp_path / "opt"))
     assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,7 @@
 
     lopt meta-train [--config NAME|PATH] [--set key=value ...] [--out DIR] [--resume]
                     [--no-progress] [--cpu-devices N|auto] [--profile STEPS]
-    lopt export --run DIR --out PATH
+    lopt export --run DIR --out PATH [--step N|best]
     lopt eval --optimizer [NAME=]PATH_OR_NAME ... [--tasks SUITE] [--steps N] [--long-steps N]
               [--seeds S] [--baselines EVAL_JSON] [--tune-learned] [--out DIR]
     lopt report RUN

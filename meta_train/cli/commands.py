@@ -111,7 +111,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from meta_train.training.export_run import export_run
 
-    path = export_run(args.run, args.out)
+    path = export_run(args.run, args.out, args.step)
     print(f"wrote {path}")
     return 0
 

@@ -31,6 +31,19 @@ def _cpu_devices(text: str) -> int:
     return count
 
 
+def _export_step(text: str) -> int | str:
+    """``lopt export --step``: an outer step (>= 0) or ``best``."""
+    if text == "best":
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise argparse.ArgumentTypeError(f"expected an outer step (>= 0) or 'best', got {text!r}")
+    return step
+
+
 def _count(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -93,6 +106,13 @@ def parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a run's optimizer as a standalone artifact")
     ex.add_argument("--run", required=True, help="a run directory (runs/NAME)")
     ex.add_argument("--out", required=True, help="artifact directory to create")
+    ex.add_argument(
+        "--step",
+        type=_export_step,
+        default=None,
+        help="the kept checkpoint of this outer step, or 'best': the kept one with the "
+        "lowest fixed-seed evaluation (default: the newest)",
+    )
     ex.set_defaults(func=commands.cmd_export)
     ev = sub.add_parser("eval", help="evaluate an optimizer on held-out tasks vs tuned baselines")
     ev.add_argument(

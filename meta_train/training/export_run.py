@@ -4,6 +4,7 @@ and the one lookup (artifact path, run directory or shipped name) that ``lopt ev
 from __future__ import annotations
 
 import contextlib
+import math
 import pathlib
 from typing import Any
 
@@ -23,8 +24,12 @@ from meta_train.training.outer_step import fresh_meta_state
 from meta_train.training.run_dir import COMMANDS_FILE, RunLock
 
 
-def theta_from_run(run_dir: str | pathlib.Path):
-    """``(lopt, theta, card)`` from the newest usable checkpoint of ``run_dir``."""
+def theta_from_run(run_dir: str | pathlib.Path, step: int | str | None = None):
+    """``(lopt, theta, card)`` from a checkpoint of ``run_dir``: the newest usable
+    one, or the kept checkpoint of outer step ``step``, or with ``step="best"`` the
+    kept one whose fixed-seed evaluation (``eval_loss`` in ``metrics.jsonl``, lower
+    is better) was lowest: long-horizon meta-training can degrade late, and the
+    checkpoints it kept (``train.max_to_keep``) are the choice."""
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.toml)")
@@ -44,7 +49,9 @@ def theta_from_run(run_dir: str | pathlib.Path):
         )
     )
     with _reading_lock(run_dir):  # not while a meta-training process writes the run
-        step, state, _ = Checkpointer(run_dir / "checkpoints").restore(like)
+        checkpointer = Checkpointer(run_dir / "checkpoints")
+        chosen = _chosen_step(run_dir, checkpointer.steps(), step)
+        step, state, _ = checkpointer.restore(like, chosen)
     settings = config_lib.to_dict(config)
     used = (*_RUN_TASK_KEYS, *_TASK_KEYS[config.task.kind])
     card = {
@@ -71,6 +78,34 @@ def theta_from_run(run_dir: str | pathlib.Path):
     if config.task.kind == "image_mlp_family":
         card["family"] = settings["family"]
     return lopt, state.theta, card
+
+
+def _chosen_step(run_dir: pathlib.Path, kept: list[int], step: int | str | None) -> int | None:
+    """The checkpoint step ``theta_from_run`` restores (None: the newest usable)."""
+    if step is None:
+        return None
+    if step == "best":
+        evals = (
+            {r["step"]: r["eval_loss"] for r in read_metrics(run_dir) if "eval_loss" in r}
+            if (run_dir / "metrics.jsonl").exists()
+            else {}
+        )
+        evaluated = [s for s in kept if s in evals and math.isfinite(evals[s])]
+        if not evaluated:
+            raise CheckpointError(
+                f"{run_dir}: no kept checkpoint ({_listed(kept)}) has a fixed-seed evaluation "
+                "(eval_every steps); give --step a number"
+            )
+        return min(evaluated, key=lambda s: (evals[s], -s))
+    if not isinstance(step, int) or step not in kept:
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint of outer step {step!r}; kept: {_listed(kept)}"
+        )
+    return step
+
+
+def _listed(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) or "none"
 
 
 @contextlib.contextmanager
@@ -115,9 +150,12 @@ def _optimizer_and_tasks(system) -> tuple[Any, str | list[str]]:
     return system.lopt, system.task.name
 
 
-def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
+def export_run(
+    run_dir: str | pathlib.Path, out: str | pathlib.Path, step: int | str | None = None
+) -> pathlib.Path:
+    """Write ``run_dir``'s optimizer (at ``step``: see ``theta_from_run``) to ``out``."""
     check_new_path(out)  # before the run is locked or read
-    lopt, theta, card = theta_from_run(run_dir)
+    lopt, theta, card = theta_from_run(run_dir, step)
     return learned_opt.save(out, lopt, theta, card)
 
 
