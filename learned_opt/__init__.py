@@ -6,7 +6,8 @@ optimizer; ``NormMLPLOpt`` the normalized rule with factored
 second moments (Celo-style); ``Adam`` and ``SGDM`` are hand-designed baselines behind the same
 interface; ``as_optax(lopt, theta)`` turns any of them into an optax
 ``GradientTransformationExtraArgs``; ``save`` writes a standalone artifact
-(theta + architecture + card, Orbax) and ``load_optax(path)`` reads it back.
+(theta + architecture + card, Orbax) and ``load_optax(path)`` reads it back
+(or a shipped optimizer by name, ``load_optax("generalist")``: ``learned_opt.shipped``).
 """
 
 from learned_opt.base import LearnedOptimizer
