@@ -11,9 +11,9 @@ from typing import Any
 import jax
 
 import learned_opt
+from learned_opt import shipped
 from learned_opt.export import OptimizerFileError, check_new_path
 from meta_train import config as config_lib
-from meta_train import resources
 from meta_train.builders import build_estimator, build_outer_optimizer, build_system
 from meta_train.evaluation.report import read_metrics
 from meta_train.systems import LearnedOptimizerSystem
@@ -165,13 +165,11 @@ def resolve_optimizer(name: str) -> tuple[Any, Any]:
     if (path / "config.toml").exists() and (path / "checkpoints").exists():
         lopt, theta, _ = theta_from_run(path)
         return lopt, theta
-    shipped = resources.checkpoints_dir() / name
-    if not path.exists() and shipped.is_dir():
-        path = shipped
+    path = shipped.find(name)
     if not path.exists():
         raise OptimizerFileError(
             f"{name}: no such artifact, run directory or shipped optimizer "
-            f"(shipped: {', '.join(resources.optimizer_names()) or 'none'})"
+            f"(shipped: {', '.join(shipped.optimizer_names()) or 'none'})"
         )
     lopt, theta, _ = learned_opt.load(path)
     return lopt, theta
